@@ -1,0 +1,97 @@
+"""`onnxslim-kd bench`: onnxruntime latency, several models interleaved."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from cli.commands.common import (
+    add_data_options,
+    add_json_option,
+    add_shape_option,
+    data_from,
+    emit_json,
+    say,
+    shapes_from,
+)
+from onnxslim_kd.bench.latency import BenchResult, bench
+from onnxslim_kd.data import random_data
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.report.table import markdown_table
+
+EXAMPLES = """examples:
+  onnxslim-kd bench model.onnx
+  onnxslim-kd bench model.onnx model.slim.onnx --data calib.npz --batch 32 --threads 2
+  onnxslim-kd bench a.onnx b.onnx --runs 200 --json bench.json --markdown bench.md
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        parents=[common],
+        help="onnxruntime CPU latency; several models are timed interleaved (A B A B)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("models", nargs="+", help="ONNX models; speed-ups are against the first")
+    add_data_options(parser)
+    add_shape_option(parser)
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="intra-op threads (all cores)"
+    )
+    parser.add_argument("--batch", type=int, default=1, help="samples per run (1)")
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per model (100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs per model (10)")
+    add_json_option(parser, "the timings and environment")
+    parser.add_argument("--markdown", metavar="FILE", help="write the summary table to FILE")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.threads or 1) < 1:
+        raise InputError("--runs, --batch and --threads must be >= 1, --warmup >= 0")
+    shapes = shapes_from(args)
+    entries = []
+    for path in args.models:
+        model = load(path)
+        batch = fixed_batch(model) or args.batch
+        data = data_from(args, model, args.data)
+        feeds = data.first(batch) if data else random_data(model, shapes, batch=batch).inputs
+        entries.append((Path(path).name, model, feeds))
+    result = bench(entries, threads=args.threads, runs=args.runs, warmup=args.warmup)
+    emit_json(args.json, result.as_dict())
+    table = render(result)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    say(args, table)
+    return 0
+
+
+def render(result: BenchResult) -> str:
+    """Markdown table of the latencies and the machine they were measured on."""
+    rows = [
+        (
+            lat.label,
+            lat.batch,
+            f"{lat.median_ms:.3f}",
+            f"{lat.percentile(90):.3f}",
+            f"{lat.percentile(99):.3f}",
+            f"{lat.throughput:.1f}",
+            f"{lat.speedup:.2f}x",
+        )
+        for lat in result.latencies
+    ]
+    env = result.environment
+    cpu = env["cpu"]
+    header = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speed-up"]
+    mode = "interleaved" if len(rows) > 1 else "single model"
+    footer = (
+        f"{cpu['model']} ({', '.join(cpu['isa']) or 'no AVX2/AVX512/VNNI'}), "
+        f"{env['threads']} threads, onnxruntime {env['onnxruntime']}, "
+        f"{result.runs} runs after {result.warmup} warm-up, {mode}; speed-up = ratio of medians"
+    )
+    return markdown_table(header, rows) + "\n\n" + footer

@@ -1,0 +1,91 @@
+"""Options and output helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from onnxslim_kd.data import Dataset, Preprocess, load_data
+from onnxslim_kd.graph.io import parse_shapes
+
+
+def add_shape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shape",
+        action="append",
+        metavar="NAME=DIMS",
+        help="concrete shape for an input with dynamic dims, e.g. input=1x3x224x224 (repeatable)",
+    )
+
+
+def add_data_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--data",
+        required=required,
+        metavar="DATA",
+        help=".npz with arrays named after the model inputs (+ optional 'labels'), "
+        "or a folder of images",
+    )
+    parser.add_argument(
+        "--samples", type=int, metavar="N", help="use a deterministic subset of N samples"
+    )
+    parser.add_argument(
+        "--preprocess",
+        metavar="SPEC",
+        help="image folder preprocessing, e.g. "
+        "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,order=RGB",
+    )
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help=f"write {what} as JSON to FILE, or to stdout (nothing else on stdout) without FILE",
+    )
+
+
+def shapes_from(args: argparse.Namespace) -> dict[str, list[int]]:
+    return parse_shapes(args.shape)
+
+
+def data_from(args: argparse.Namespace, model: onnx.ModelProto, source: str | None) -> Dataset | None:
+    """Load `source` for `model` with the command's --samples and --preprocess."""
+    if source is None:
+        return None
+    return load_data(
+        source, model, samples=args.samples, preprocess=Preprocess.parse(args.preprocess)
+    )
+
+
+def emit_json(target: str | None, record: dict[str, Any]) -> None:
+    """Write `record` to stdout ('-') or to a file; do nothing without a target."""
+    if target is None:
+        return
+    text = json.dumps(record, indent=2, default=_jsonable)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        Path(target).write_text(text + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and paths in records become plain JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """Human-readable output: on stdout unless JSON goes there or --quiet is set."""
+    if args.quiet:
+        return
+    stream = sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+    print(text, file=stream)

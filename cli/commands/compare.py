@@ -1,0 +1,72 @@
+"""`onnxslim-kd compare`: fidelity of a candidate model against a reference on real data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.validate import run_pair
+from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+from onnxslim_kd.report.table import markdown_table
+
+EXAMPLES = """examples:
+  onnxslim-kd compare model.onnx model.int8.onnx --data test.npz
+  onnxslim-kd compare model.onnx model.slim.onnx --data images/ --samples 500 --json -
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        parents=[common],
+        help="top-1 agreement, accuracy, max abs diff, cosine and SQNR of CAND against REF",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("reference", help="reference ONNX model (usually the original)")
+    parser.add_argument("candidate", help="candidate ONNX model (usually the compressed one)")
+    add_data_options(parser, required=True)
+    parser.add_argument("--batch", type=int, default=32, help="samples per inference (32)")
+    add_json_option(parser, "the fidelity record")
+    parser.add_argument("--markdown", metavar="FILE", help="write the table to FILE")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    reference, candidate = load(args.reference), load(args.candidate)
+    data = data_from(args, reference, args.data)
+    ref_out, cand_out = run_pair(reference, candidate, data, args.batch)
+    record: dict = {"samples": len(data), "outputs": {}}
+    rows = []
+    for name, ref in ref_out.items():
+        fid = output_fidelity(ref, cand_out[name])
+        entry = fid.as_dict()
+        if data.labels is not None:
+            entry["accuracy_reference"] = accuracy(ref, data.labels)
+            entry["accuracy_candidate"] = accuracy(cand_out[name], data.labels)
+        record["outputs"][name] = entry
+        rows.append([name, *(_fmt(entry.get(k)) for k in COLUMNS)])
+    emit_json(args.json, record)
+    table = markdown_table(["output", *COLUMNS], rows) + f"\n\n{len(data)} samples"
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    say(args, table)
+    return 0
+
+
+COLUMNS = [
+    "top1_agreement",
+    "accuracy_reference",
+    "accuracy_candidate",
+    "max_abs_diff",
+    "cosine",
+    "sqnr_db",
+]
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

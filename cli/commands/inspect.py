@@ -1,0 +1,65 @@
+"""`onnxslim-kd inspect`: what is in a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.commands.common import add_json_option, add_shape_option, emit_json, say, shapes_from
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.stats import model_stats
+from onnxslim_kd.report.table import markdown_table
+
+EXAMPLES = """examples:
+  onnxslim-kd inspect model.onnx
+  onnxslim-kd inspect model.onnx --shape input=1x3x224x224 --json
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        parents=[common],
+        help="inputs, outputs, opset, params, MACs, size, op histogram",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="ONNX model file")
+    add_shape_option(parser)
+    parser.add_argument("--batch", type=int, default=1, help="size of a dynamic batch axis (1)")
+    parser.add_argument("--per-node", action="store_true", help="include MACs of every node")
+    add_json_option(parser, "the statistics")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    stats = model_stats(load(args.model), shapes_from(args), args.batch)
+    emit_json(args.json, stats.as_dict(per_node=args.per_node))
+    if args.json != "-":
+        say(args, render(args.model, stats))
+    return 0
+
+
+def render(path: str, stats) -> str:
+    """Human-readable summary of `inspect`."""
+    io_rows = [("input", s["name"], s["dtype"], _dims(s["shape"])) for s in stats.inputs]
+    io_rows += [("output", s["name"], s["dtype"], _dims(s["shape"])) for s in stats.outputs]
+    summary = [
+        ("opset", stats.opset),
+        ("params", f"{stats.params:,}"),
+        ("MACs", f"{stats.macs:,} at " + ", ".join(f"{k}={_dims(v)}" for k, v in stats.shapes.items())),
+        ("size", f"{stats.size_bytes / 1e6:.2f} MB"),
+        ("nodes", stats.nodes),
+    ]
+    ops = sorted(stats.op_counts.items(), key=lambda kv: -kv[1])
+    return "\n\n".join(
+        [
+            f"# {path}",
+            markdown_table(["", "name", "dtype", "shape"], io_rows),
+            markdown_table(["", "value"], summary),
+            markdown_table(["op", "count"], ops),
+        ]
+    )
+
+
+def _dims(dims: list) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"

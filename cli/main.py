@@ -1,0 +1,76 @@
+"""The `onnxslim-kd` command: a thin layer over the library.
+
+Exit codes: 0 success, 1 internal error or a broken pass result, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from cli.commands import bench, compare, compress, inspect
+from onnxslim_kd import progress
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.validate import BrokenModelError
+
+COMMANDS = (inspect, bench, compare, compress)
+
+DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
+
+examples:
+  onnxslim-kd inspect model.onnx --json
+  onnxslim-kd bench model.onnx model.slim.onnx --data calib.npz
+  onnxslim-kd compare model.onnx model.slim.onnx --data test.npz
+  onnxslim-kd compress model.onnx -o model.slim.onnx --data calib.npz
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports usage errors on one line with exit code 2."""
+
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"onnxslim-kd: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress or tables")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = ArgumentParser(
+        prog="onnxslim-kd",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    for command in COMMANDS:
+        command.register(subparsers, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress.ENABLED = not args.quiet and sys.stderr.isatty()
+    try:
+        return args.handler(args)
+    except InputError as exc:
+        return _fail(args, f"error: {exc}", 2)
+    except BrokenModelError as exc:
+        return _fail(args, f"error: a pass produced a broken model: {exc}", 1)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", 130)
+    except Exception as exc:  # the last line of defence: one line, traceback with --debug
+        return _fail(args, f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.debug:
+        traceback.print_exc()
+    first_line = message.splitlines()[0] if message else message
+    sys.stderr.write(f"onnxslim-kd: {first_line}\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""onnxslim-kd: post-training compression of exported ONNX models.
+
+    import onnxslim_kd as sk
+    model = sk.load("model.onnx")
+    data = sk.load_data("calib.npz", model)
+    result = sk.compress(model, data=data)
+    sk.save(result.model, "model.slim.onnx")
+"""
+
+from onnxslim_kd.bench.latency import bench
+from onnxslim_kd.data import Preprocess, load_data, random_data
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.canonicalize import canonicalize
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.stats import model_stats as inspect
+from onnxslim_kd.graph.validate import check, compare_models
+from onnxslim_kd.pipeline.recipe import read_recipe
+from onnxslim_kd.pipeline.runner import compress
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InputError",
+    "Preprocess",
+    "bench",
+    "canonicalize",
+    "check",
+    "compare_models",
+    "compress",
+    "inspect",
+    "load",
+    "load_data",
+    "random_data",
+    "read_recipe",
+    "save",
+]

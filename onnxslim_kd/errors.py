@@ -1,0 +1,9 @@
+"""Error types that map to the command line's exit codes."""
+
+
+class InputError(Exception):
+    """Bad input from the user (file, model, data or option).
+
+    The CLI prints the message on one line and exits with code 2, so the
+    message must name the offending thing, what was expected and what was found.
+    """

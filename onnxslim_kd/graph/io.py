@@ -1,0 +1,115 @@
+"""The model's graph inputs and outputs as plain Python specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxslim_kd.errors import InputError
+
+Dim = int | str | None  # a fixed size, a symbolic name, or unknown
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and (possibly dynamic) dims of a graph input or output."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[Dim, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.dims)
+
+    def dims_text(self) -> str:
+        """Shape as the user writes it, with symbolic dims by name: [batch,3,224,224]."""
+        return "[" + ",".join("?" if d is None else str(d) for d in self.dims) + "]"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "dtype": str(self.dtype), "shape": list(self.dims)}
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor_type = value.type.tensor_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    dims: list[Dim] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(dim.dim_value)
+        else:
+            dims.append(dim.dim_param or None)
+    return TensorSpec(value.name, dtype, tuple(dims))
+
+
+def model_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Graph inputs that must be fed (initializers listed as inputs are not)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [_spec(v) for v in model.graph.input if v.name not in initializers]
+
+
+def model_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [_spec(v) for v in model.graph.output]
+
+
+def parse_shapes(items: list[str] | None) -> dict[str, list[int]]:
+    """Parse `--shape name=1x3x224x224` options (or `1x3x224x224` for the only input)."""
+    shapes: dict[str, list[int]] = {}
+    for item in items or []:
+        name, _, text = item.rpartition("=")
+        try:
+            dims = [int(part) for part in text.lower().split("x")]
+        except ValueError:
+            raise InputError(
+                f"--shape {item!r}: expected NAME=D1xD2x..., e.g. input=1x3x224x224"
+            ) from None
+        if any(d <= 0 for d in dims):
+            raise InputError(f"--shape {item!r}: dimensions must be positive")
+        shapes[name] = dims
+    return shapes
+
+
+def resolve_shapes(
+    model: onnx.ModelProto, shapes: dict[str, list[int]], batch: int = 1
+) -> dict[str, list[int]]:
+    """Concrete shape for every input: given ones, else dynamic axis 0 becomes `batch`.
+
+    Any other dynamic axis without a given shape is an error naming the input.
+    """
+    inputs = model_inputs(model)
+    if "" in shapes:
+        if len(inputs) != 1:
+            raise InputError("--shape without a name needs a single-input model; use NAME=DIMS")
+        shapes = {inputs[0].name: shapes[""]}
+    unknown = set(shapes) - {spec.name for spec in inputs}
+    if unknown:
+        names = ", ".join(spec.name for spec in inputs)
+        raise InputError(f"--shape names unknown input {sorted(unknown)[0]!r} (inputs: {names})")
+    resolved: dict[str, list[int]] = {}
+    for spec in inputs:
+        if spec.name in shapes:
+            resolved[spec.name] = shapes[spec.name]
+            continue
+        dims = []
+        for axis, dim in enumerate(spec.dims):
+            if isinstance(dim, int):
+                dims.append(dim)
+            elif axis == 0:
+                dims.append(batch)
+            else:
+                raise InputError(
+                    f"input '{spec.name}' {spec.dims_text()} has dynamic axis {axis}; "
+                    f"give its shape, e.g. --shape {spec.name}=1x3x224x224"
+                )
+        resolved[spec.name] = dims
+    return resolved
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size a model's inputs pin on axis 0, or None when it is dynamic."""
+    for spec in model_inputs(model):
+        if spec.dims and isinstance(spec.dims[0], int):
+            return spec.dims[0]
+    return None

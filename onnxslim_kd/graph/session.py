@@ -1,0 +1,36 @@
+"""onnxruntime sessions for in-memory models of any size."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from onnxslim_kd.graph.save import needs_external_data
+from onnxslim_kd.graph.walk import clone
+
+
+def make_session(
+    model: onnx.ModelProto,
+    *,
+    threads: int | None = None,
+    optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.InferenceSession:
+    """A CPU session; models over 2 GB go through a temporary external-data file."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = optimization
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if not needs_external_data(model):
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    with tempfile.TemporaryDirectory(prefix="onnxslim-kd-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save_model(
+            clone(model), str(path), save_as_external_data=True, location="model.onnx.data"
+        )
+        return ort.InferenceSession(str(path), options, providers=providers)

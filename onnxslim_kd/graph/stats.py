@@ -1,0 +1,145 @@
+"""Model statistics: parameters, MACs per node, file size, op histogram."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxslim_kd.graph.io import model_inputs, model_outputs, resolve_shapes
+from onnxslim_kd.graph.load import opset_of
+from onnxslim_kd.graph.shape_inference import with_input_shapes
+from onnxslim_kd.graph.walk import attribute
+
+#: BatchNormalization inputs that are running statistics, not trainable parameters
+#: (torch counts them as buffers); counting them would make BN-folded and unfolded
+#: exports of one network disagree.
+_BN_STATISTICS = (3, 4)
+
+
+@dataclass
+class ModelStats:
+    """What `inspect` reports; `macs` is None when shapes could not be made concrete."""
+
+    params: int
+    macs: int | None
+    size_bytes: int
+    nodes: int
+    op_counts: dict[str, int]
+    inputs: list[dict]
+    outputs: list[dict]
+    opset: int
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    macs_per_node: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self, per_node: bool = False) -> dict:
+        record = {
+            "params": self.params,
+            "macs": self.macs,
+            "size_bytes": self.size_bytes,
+            "nodes": self.nodes,
+            "op_counts": self.op_counts,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "opset": self.opset,
+            "shapes_used": self.shapes,
+        }
+        if per_node:
+            record["macs_per_node"] = self.macs_per_node
+        return record
+
+
+def model_stats(
+    model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None, batch: int = 1
+) -> ModelStats:
+    """Count parameters and MACs; dynamic axis 0 becomes `batch`, other dims need `shapes`."""
+    concrete = resolve_shapes(model, shapes or {}, batch)
+    per_node = macs_per_node(with_input_shapes(model, concrete))
+    return ModelStats(
+        params=count_params(model),
+        macs=sum(per_node.values()),
+        size_bytes=model.ByteSize(),
+        nodes=len(model.graph.node),
+        op_counts=dict(Counter(node.op_type for node in model.graph.node).most_common()),
+        inputs=[spec.as_dict() for spec in model_inputs(model)],
+        outputs=[spec.as_dict() for spec in model_outputs(model)],
+        opset=opset_of(model),
+        shapes=concrete,
+        macs_per_node=per_node,
+    )
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Elements of floating-point initializers, BN running statistics excluded."""
+    statistics = {
+        node.input[i]
+        for node in model.graph.node
+        if node.op_type == "BatchNormalization"
+        for i in _BN_STATISTICS
+        if i < len(node.input)
+    }
+    total = 0
+    for tensor in model.graph.initializer:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        if tensor.name not in statistics and np.issubdtype(dtype, np.floating):
+            total += math.prod(tensor.dims)
+    return total
+
+
+def macs_per_node(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-accumulates of each Conv, ConvTranspose, Gemm and MatMul node."""
+    shapes = _known_shapes(model)
+    macs: dict[str, int] = {}
+    for index, node in enumerate(model.graph.node):
+        rule = _MAC_RULES.get(node.op_type)
+        if rule is None:
+            continue
+        ins = [shapes.get(name) for name in node.input]
+        out = shapes.get(node.output[0])
+        if out is None or any(s is None for s in ins[:2]):
+            continue
+        macs[node.name or f"{node.op_type}_{index}"] = rule(node, ins, out)
+    return macs
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    values = [*model.graph.input, *model.graph.value_info, *model.graph.output]
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        dims = value.type.tensor_type.shape.dim
+        if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    for tensor in model.graph.initializer:
+        shapes[tensor.name] = list(tensor.dims)
+    return shapes
+
+
+def _conv_macs(node, ins, out) -> int:
+    weight = ins[1]  # [C_out, C_in / group, *kernel]
+    return math.prod(out) * math.prod(weight[1:])
+
+
+def _conv_transpose_macs(node, ins, out) -> int:
+    weight = ins[1]  # [C_in, C_out / group, *kernel]
+    return math.prod(ins[0]) * math.prod(weight[1:])
+
+
+def _gemm_macs(node, ins, out) -> int:
+    a = ins[0]
+    k = a[0] if attribute(node, "transA", 0) else a[1]
+    return math.prod(out) * k
+
+
+def _matmul_macs(node, ins, out) -> int:
+    return math.prod(out) * ins[0][-1]
+
+
+_MAC_RULES = {
+    "Conv": _conv_macs,
+    "ConvTranspose": _conv_transpose_macs,
+    "Gemm": _gemm_macs,
+    "MatMul": _matmul_macs,
+}

@@ -1,0 +1,80 @@
+"""Check that a model is valid ONNX, runs in onnxruntime, and matches another model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.save import needs_external_data, save
+from onnxslim_kd.graph.session import make_session
+from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity
+
+
+class BrokenModelError(Exception):
+    """A pass produced a model that fails the checker or onnxruntime (a bug, exit 1)."""
+
+
+def check(model: onnx.ModelProto) -> None:
+    """onnx.checker plus an onnxruntime CPU session; raise BrokenModelError with the reason."""
+    try:
+        if needs_external_data(model):
+            with tempfile.TemporaryDirectory() as tmp:
+                onnx.checker.check_model(str(save(model, Path(tmp) / "m.onnx")))
+        else:
+            onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise BrokenModelError(f"onnx.checker rejects the model: {exc}") from exc
+    try:
+        make_session(model)
+    except Exception as exc:  # onnxruntime raises several unrelated exception types
+        raise BrokenModelError(f"onnxruntime cannot load the model: {exc}") from exc
+
+
+def run(model: onnx.ModelProto, data: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """All outputs of `model` over `data`, concatenated along the sample axis."""
+    batch_size = fixed_batch(model) or batch_size
+    session = make_session(model)
+    names = [o.name for o in session.get_outputs()]
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for feeds in data.batches(batch_size):
+        for name, value in zip(names, session.run(names, feeds), strict=True):
+            chunks[name].append(value)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def run_pair(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset, batch_size: int = 32
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Outputs of both models on the same inputs, the candidate's keyed by reference names.
+
+    Outputs pair by name, or by position when the candidate renamed them.
+    """
+    ref_out = run(reference, data, batch_size)
+    cand_out = run(candidate, data, batch_size)
+    if set(ref_out) != set(cand_out):
+        if len(ref_out) != len(cand_out):
+            raise InputError(
+                f"models have different outputs: {sorted(ref_out)} vs {sorted(cand_out)}"
+            )
+        cand_out = dict(zip(ref_out, cand_out.values(), strict=True))
+    for name, value in ref_out.items():
+        if value.shape != cand_out[name].shape:
+            raise InputError(
+                f"output '{name}' has shape {list(value.shape)} in the reference but "
+                f"{list(cand_out[name].shape)} in the candidate"
+            )
+    return ref_out, cand_out
+
+
+def compare_models(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset, batch_size: int = 32
+) -> dict[str, OutputFidelity]:
+    """Run both models on the same inputs and report the difference per output."""
+    ref_out, cand_out = run_pair(reference, candidate, data, batch_size)
+    return {name: output_fidelity(ref_out[name], cand_out[name]) for name in ref_out}

@@ -1,0 +1,82 @@
+"""Run a recipe: each pass, then verification of its output, then the before/after record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from onnxslim_kd.data import random_data
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.graph.stats import model_stats
+from onnxslim_kd.graph.validate import check, compare_models
+from onnxslim_kd.pipeline import builtin  # noqa: F401  (registers the core passes)
+from onnxslim_kd.pipeline.interface import check_interface
+from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
+from onnxslim_kd.pipeline.registry import PassContext
+from onnxslim_kd.progress import progress
+from onnxslim_kd.report.comparison import Comparison, compare_before_after
+
+#: Samples each pass is verified on: enough to catch a broken rewrite, cheap to run.
+VERIFY_SAMPLES = 64
+
+
+@dataclass
+class CompressResult:
+    """The final model, the per-pass records and the before/after comparison."""
+
+    model: onnx.ModelProto
+    passes: list[dict[str, Any]]
+    comparison: Comparison
+
+    def as_dict(self) -> dict:
+        return {"passes": self.passes, **self.comparison.as_dict()}
+
+
+def compress(
+    model: onnx.ModelProto,
+    recipe: list[dict[str, Any]] | None = None,
+    *,
+    data: Dataset | None = None,
+    eval_data: Dataset | None = None,
+    shapes: dict[str, list[int]] | None = None,
+    threads: int | None = None,
+    bench_runs: int = 50,
+) -> CompressResult:
+    """Run `recipe` (default: DEFAULT_RECIPE) on `model`, verifying every pass.
+
+    Each pass's output must pass onnx.checker, load in onnxruntime and keep the model's
+    interface; its output fidelity against the pass's input is recorded.
+    """
+    shapes = shapes or {}
+    passes = build_passes(recipe if recipe is not None else DEFAULT_RECIPE)
+    verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)
+    context = PassContext(data=data, shapes=shapes)
+    records = []
+    current = model
+    for step in progress(passes, "compress", total=len(passes)):
+        start = time.perf_counter()
+        result = step.run(current, context)
+        seconds = time.perf_counter() - start
+        check(result.model)
+        check_interface(current, result.model, step.name)
+        fidelity = compare_models(current, result.model, verify)
+        after = model_stats(result.model, shapes)
+        records.append(
+            {
+                "pass": step.name,
+                "options": vars(step.options),
+                "seconds": round(seconds, 3),
+                "summary": result.summary,
+                "params_after": after.params,
+                "macs_after": after.macs,
+                "fidelity_vs_previous": {k: v.as_dict() for k, v in fidelity.items()},
+            }
+        )
+        current = result.model
+    comparison = compare_before_after(
+        model, current, eval_data or data, shapes=shapes, threads=threads, runs=bench_runs
+    )
+    return CompressResult(current, records, comparison)

@@ -1,0 +1,54 @@
+"""How closely a candidate model's outputs follow a reference's."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class OutputFidelity:
+    """Per-output agreement; `top1_agreement` only for [N, classes] outputs."""
+
+    max_abs_diff: float
+    max_rel_diff: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def output_fidelity(reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
+    """Compare two arrays of the same shape; relative diff is against max |reference|."""
+    ref = reference.astype(np.float64).ravel()
+    cand = candidate.astype(np.float64).ravel()
+    diff = np.abs(ref - cand)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    noise = float(np.sum((ref - cand) ** 2))
+    signal = float(np.sum(ref**2))
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(cand))
+    return OutputFidelity(
+        max_abs_diff=max_abs,
+        max_rel_diff=max_abs / scale if scale else max_abs,
+        cosine=float(ref @ cand / norms) if norms else float(max_abs == 0.0),
+        sqnr_db=float(10 * np.log10(signal / noise)) if noise else float("inf"),
+        top1_agreement=top1_agreement(reference, candidate),
+    )
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Fraction of samples whose arg-max class matches; None unless shaped [N, C>1]."""
+    if reference.ndim != 2 or reference.shape[1] < 2:
+        return None
+    return float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
+    """Top-1 accuracy of [N, C] scores against integer labels."""
+    if logits.ndim != 2 or len(logits) != len(labels):
+        return None
+    return float(np.mean(logits.argmax(1) == labels))
