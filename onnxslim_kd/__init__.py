@@ -1,10 +1,10 @@
 """onnxslim-kd: post-training compression of exported ONNX models.
 
-    import onnxslim_kd as sk
-    model = sk.load("model.onnx")
-    data = sk.load_data("calib.npz", model)
-    result = sk.compress(model, data=data)
-    sk.save(result.model, "model.slim.onnx")
+import onnxslim_kd as sk
+model = sk.load("model.onnx")
+data = sk.load_data("calib.npz", model)
+result = sk.compress(model, data=data)
+sk.save(result.model, "model.slim.onnx")
 """
 
 from onnxslim_kd.bench.latency import bench

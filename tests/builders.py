@@ -49,9 +49,7 @@ def conv_net(weights_as_constants: bool = False, alias_with_identity: bool = Fal
     for name, value in tensors.items():
         if weights_as_constants and name == "conv.w":
             nodes.append(
-                helper.make_node(
-                    "Constant", [], [name], value=numpy_helper.from_array(value, name)
-                )
+                helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
             )
         else:
             initializers.append(numpy_helper.from_array(value, name))
@@ -62,7 +60,10 @@ def conv_net(weights_as_constants: bool = False, alias_with_identity: bool = Fal
     nodes += [
         helper.make_node("Conv", ["input", "conv.w", "conv.b"], ["c"], name="conv", pads=[1] * 4),
         helper.make_node(
-            "BatchNormalization", ["c", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["b"], name="bn"
+            "BatchNormalization",
+            ["c", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+            ["b"],
+            name="bn",
         ),
         helper.make_node("Relu", ["b"], ["r"], name="relu"),
         helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),

@@ -44,7 +44,9 @@ def test_interface_metadata_and_producer_unchanged():
     assert interface(out) == interface(model)
     assert (out.producer_name, out.producer_version) == ("tests", "1.0")
     assert list(out.opset_import) == list(model.opset_import)
-    assert [n.name for n in out.graph.node] == [n.name for n in model.graph.node if n.name not in ("alias", "")]
+    assert [n.name for n in out.graph.node] == [
+        n.name for n in model.graph.node if n.name not in ("alias", "")
+    ]
 
 
 def test_input_model_is_not_mutated():

@@ -59,7 +59,10 @@ def test_batches_cover_every_sample(tmp_path):
         ({"input": np.zeros((4, 3, 9, 8), np.float32)}, "input 'input' axis 2 is 9"),
         ({"input": np.zeros((4, 3, 8, 8), np.float64)}, "input 'input' has dtype float64"),
         ({"input": np.zeros((0, 3, 8, 8), np.float32)}, "the data set is empty"),
-        ({"other": np.zeros((4, 3, 8, 8)), "more": np.zeros(4)}, "no array for model input 'input'"),
+        (
+            {"other": np.zeros((4, 3, 8, 8)), "more": np.zeros(4)},
+            "no array for model input 'input'",
+        ),
         (
             {"input": np.zeros((4, 3, 8, 8), np.float32), "labels": np.zeros(3, np.int64)},
             "3 labels for 4 samples",
@@ -78,14 +81,14 @@ def test_mismatched_data(tmp_path, arrays, message):
 def test_nan_values_are_reported_with_the_sample(tmp_path):
     images = _images()
     images[4, 0, 1, 1] = np.nan
-    with pytest.raises(InputError, match="1 NaN/Inf values \\(first in sample 4\\)"):
+    with pytest.raises(InputError, match=r"1 NaN/Inf values \(first in sample 4\)"):
         load_data(_save(tmp_path, input=images), conv_net())
 
 
 def test_not_an_npz(tmp_path):
     path = tmp_path / "data.npz"
     path.write_text("nope")
-    with pytest.raises(InputError, match="not a readable .npz file"):
+    with pytest.raises(InputError, match=r"not a readable \.npz file"):
         load_data(path, conv_net())
 
 
@@ -112,5 +115,5 @@ def test_bad_preprocess_spec():
 
 
 def test_empty_image_folder(tmp_path):
-    with pytest.raises(InputError, match="no .png/.jpg/.jpeg/.bmp images found"):
+    with pytest.raises(InputError, match=r"no \.png/\.jpg/\.jpeg/\.bmp images found"):
         load_data(tmp_path, conv_net())

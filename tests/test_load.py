@@ -52,7 +52,7 @@ def test_external_data_round_trip(tmp_path, digits):
 def test_missing_external_data(tmp_path, digits):
     path = save(load(digits / "model.onnx"), tmp_path / "ext.onnx", external_data=True)
     (tmp_path / "ext.onnx.data").unlink()
-    with pytest.raises(InputError, match="external data file 'ext.onnx.data' .* not found"):
+    with pytest.raises(InputError, match=r"external data file 'ext\.onnx\.data' .* not found"):
         load(path)
 
 

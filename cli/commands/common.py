@@ -56,7 +56,9 @@ def shapes_from(args: argparse.Namespace) -> dict[str, list[int]]:
     return parse_shapes(args.shape)
 
 
-def data_from(args: argparse.Namespace, model: onnx.ModelProto, source: str | None) -> Dataset | None:
+def data_from(
+    args: argparse.Namespace, model: onnx.ModelProto, source: str | None
+) -> Dataset | None:
     """Load `source` for `model` with the command's --samples and --preprocess."""
     if source is None:
         return None

@@ -97,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render(result: CompressResult, output: Path, report_path: Path) -> str:
     """The before/after table and one line per pass."""
-    steps = [
-        (r["pass"], f"{r['seconds']:.2f} s", _changes(r["summary"])) for r in result.passes
-    ]
+    steps = [(r["pass"], f"{r['seconds']:.2f} s", _changes(r["summary"])) for r in result.passes]
     return "\n\n".join(
         [
             markdown_table(["pass", "time", "what it did"], steps),

@@ -46,7 +46,10 @@ def render(path: str, stats) -> str:
     summary = [
         ("opset", stats.opset),
         ("params", f"{stats.params:,}"),
-        ("MACs", f"{stats.macs:,} at " + ", ".join(f"{k}={_dims(v)}" for k, v in stats.shapes.items())),
+        (
+            "MACs",
+            f"{stats.macs:,} at " + ", ".join(f"{k}={_dims(v)}" for k, v in stats.shapes.items()),
+        ),
         ("size", f"{stats.size_bytes / 1e6:.2f} MB"),
         ("nodes", stats.nodes),
     ]

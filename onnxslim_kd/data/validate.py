@@ -34,7 +34,8 @@ def _check_input(where: str, spec: TensorSpec, array: np.ndarray) -> None:
     for axis, dim in enumerate(spec.dims[1:], start=1):
         if isinstance(dim, int) and array.shape[axis] != dim:
             raise InputError(
-                f"{where}: input '{spec.name}' axis {axis} is {array.shape[axis]}, {expected}; {found}"
+                f"{where}: input '{spec.name}' axis {axis} is {array.shape[axis]}, "
+                f"{expected}; {found}"
             )
     if array.dtype != spec.dtype:
         raise InputError(

@@ -37,14 +37,23 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def with_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
-    """A copy whose graph inputs have the given concrete shapes, re-inferred."""
-    fixed = clone(model)
+def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Every tensor whose shape is fully known once the inputs have the given shapes."""
+    fixed = skeleton(model)
     for inp in fixed.graph.input:
-        if inp.name not in shapes:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        del dims[:]
-        for size in shapes[inp.name]:
-            dims.add().dim_value = int(size)
-    return infer_shapes(fixed)
+        if inp.name in shapes:
+            dims = inp.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shapes[inp.name]:
+                dims.add().dim_value = int(size)
+    for out in fixed.graph.output:  # cleared so inference replaces their symbolic dims
+        out.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+    graph = inferred.graph
+    known = {t.name: list(t.dims) for t in model.graph.initializer}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = value.type.tensor_type
+        dims = tensor_type.shape.dim
+        if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            known[value.name] = [d.dim_value for d in dims]
+    return known

@@ -11,7 +11,7 @@ import onnx
 
 from onnxslim_kd.graph.io import model_inputs, model_outputs, resolve_shapes
 from onnxslim_kd.graph.load import opset_of
-from onnxslim_kd.graph.shape_inference import with_input_shapes
+from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.walk import attribute
 
 #: BatchNormalization inputs that are running statistics, not trainable parameters
@@ -57,7 +57,7 @@ def model_stats(
 ) -> ModelStats:
     """Count parameters and MACs; dynamic axis 0 becomes `batch`, other dims need `shapes`."""
     concrete = resolve_shapes(model, shapes or {}, batch)
-    per_node = macs_per_node(with_input_shapes(model, concrete))
+    per_node = macs_per_node(model, static_shapes(model, concrete))
     return ModelStats(
         params=count_params(model),
         macs=sum(per_node.values()),
@@ -89,9 +89,8 @@ def count_params(model: onnx.ModelProto) -> int:
     return total
 
 
-def macs_per_node(model: onnx.ModelProto) -> dict[str, int]:
+def macs_per_node(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, int]:
     """Multiply-accumulates of each Conv, ConvTranspose, Gemm and MatMul node."""
-    shapes = _known_shapes(model)
     macs: dict[str, int] = {}
     for index, node in enumerate(model.graph.node):
         rule = _MAC_RULES.get(node.op_type)
@@ -103,18 +102,6 @@ def macs_per_node(model: onnx.ModelProto) -> dict[str, int]:
             continue
         macs[node.name or f"{node.op_type}_{index}"] = rule(node, ins, out)
     return macs
-
-
-def _known_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    values = [*model.graph.input, *model.graph.value_info, *model.graph.output]
-    shapes: dict[str, list[int]] = {}
-    for value in values:
-        dims = value.type.tensor_type.shape.dim
-        if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-            shapes[value.name] = [d.dim_value for d in dims]
-    for tensor in model.graph.initializer:
-        shapes[tensor.name] = list(tensor.dims)
-    return shapes
 
 
 def _conv_macs(node, ins, out) -> int:

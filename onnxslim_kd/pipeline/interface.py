@@ -9,7 +9,7 @@ from onnxslim_kd.graph.validate import BrokenModelError
 
 
 def interface(model: onnx.ModelProto) -> dict:
-    """Names, element types and dims (symbolic names included) of inputs and outputs, plus metadata."""
+    """Names, element types and dims (symbolic ones by name) of inputs/outputs, and metadata."""
     return {
         "inputs": [spec.as_dict() for spec in model_inputs(model)],
         "outputs": [spec.as_dict() for spec in model_outputs(model)],

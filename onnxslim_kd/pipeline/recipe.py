@@ -45,7 +45,7 @@ def _entry(item: Any, path: Path) -> dict[str, Any]:
     if isinstance(item, dict) and "name" in item:
         return dict(item)
     if isinstance(item, dict) and len(item) == 1:
-        (name, options), = item.items()
+        ((name, options),) = item.items()
         return {"name": name, **(options or {})}
     raise InputError(f"{path}: cannot read pass entry {item!r}")
 

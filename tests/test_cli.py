@@ -1,0 +1,144 @@
+"""The command line: outputs, clean JSON, and exit code 2 with one line for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.save import save
+from tests.builders import conv_net, matmul_net
+
+
+def _bad_inputs(tmp_path, digits):
+    """Each kind of bad model file the issue lists, keyed by the message expected."""
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("hello\n" * 20)
+    truncated = tmp_path / "cut.onnx"
+    data = (digits / "model.onnx").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    external = save(load(digits / "model.onnx"), tmp_path / "ext.onnx", external_data=True)
+    (tmp_path / "ext.onnx.data").unlink()
+    old = tmp_path / "old.onnx"
+    onnx.save_model(matmul_net(opset=9), str(old))
+    return {
+        "no such file": tmp_path / "absent.onnx",
+        "not an ONNX model": not_onnx,
+        "truncated": truncated,
+        "external data file 'ext.onnx.data'": external,
+        "unsupported opset 9": old,
+    }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "no such file",
+        "not an ONNX model",
+        "truncated",
+        "external data file 'ext.onnx.data'",
+        "unsupported opset 9",
+    ],
+)
+def test_bad_model_exits_2_with_one_line_and_writes_nothing(cli, tmp_path, digits, message):
+    bad = _bad_inputs(tmp_path, digits)[message]
+    out = tmp_path / "out.onnx"
+    for args in (["inspect", bad], ["compress", bad, "-o", out], ["bench", bad, "--runs", "1"]):
+        result = cli(*args)
+        assert result.code == 2, result.stderr
+        assert message in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert not out.exists()
+
+
+def test_data_that_does_not_match_the_model(cli, tmp_path, digits):
+    data = tmp_path / "wrong.npz"
+    np.savez(data, input=np.zeros((4, 1, 28, 28), np.float32))
+    out = tmp_path / "out.onnx"
+    result = cli("compress", digits / "model.onnx", "-o", out, "--data", data)
+    assert result.code == 2
+    assert "input 'input' axis 2 is 28, expected float32 [batch,1,32,32]" in result.stderr
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    result = cli("inspect", tmp_path / "absent.onnx", "--debug")
+    assert result.code == 2 and "Traceback" in result.stderr
+
+
+def test_usage_error_exits_2(cli):
+    result = cli("bench")
+    assert result.code == 2 and "the following arguments are required" in result.stderr
+
+
+def test_inspect_json_is_clean(cli, digits):
+    result = cli("inspect", digits / "model.onnx", "--json")
+    record = json.loads(result.stdout)
+    assert record["params"] == 694_922
+    assert record["opset"] == 17
+    assert record["inputs"] == [
+        {"name": "input", "dtype": "float32", "shape": ["batch", 1, 32, 32]}
+    ]
+    assert {"macs", "size_bytes", "nodes", "op_counts", "outputs"} <= set(record)
+    assert record["op_counts"]["Conv"] == 15
+
+
+def test_bench_two_models_interleaved(cli, tmp_path, digits):
+    model = tmp_path / "m.onnx"
+    save(conv_net(), model)
+    report = tmp_path / "bench.json"
+    result = cli("bench", model, model, "--runs", "20", "--warmup", "2", "--json", report,
+                 "--threads", "1", "--batch", "4")  # fmt: skip
+    assert result.code == 0, result.stderr
+    record = json.loads(report.read_text())
+    assert record["interleaved"] is True
+    first, second = record["models"]
+    assert second["speedup"] == pytest.approx(first["p50_ms"] / second["p50_ms"], rel=1e-2)
+    assert first["batch"] == 4 and first["runs"] == 20
+    assert record["environment"]["threads"] == 1
+    assert "speed-up = ratio of medians" in result.stdout
+
+
+def test_compare_agreement_and_sqnr(cli, tmp_path, digits):
+    model = load(digits / "model.onnx")
+    noisy = onnx.ModelProto()
+    noisy.CopyFrom(model)
+    fc = next(t for t in noisy.graph.initializer if len(t.dims) == 2)
+    weights = onnx.numpy_helper.to_array(fc) * 1.1
+    fc.CopyFrom(onnx.numpy_helper.from_array(weights.astype(np.float32), fc.name))
+    save(noisy, tmp_path / "noisy.onnx")
+    result = cli("compare", digits / "model.onnx", tmp_path / "noisy.onnx",
+                 "--data", digits / "test.npz", "--json", "-")  # fmt: skip
+    assert result.code == 0, result.stderr
+    entry = json.loads(result.stdout)["outputs"]["logits"]
+    test = np.load(digits / "test.npz")
+    ref, cand = (
+        ort.InferenceSession(str(path)).run(None, {"input": test["input"]})[0].astype(np.float64)
+        for path in (digits / "model.onnx", tmp_path / "noisy.onnx")
+    )
+    expected_sqnr = 10 * np.log10(np.sum(ref**2) / np.sum((ref - cand) ** 2))
+    assert entry["sqnr_db"] == pytest.approx(expected_sqnr, rel=1e-4)
+    assert entry["top1_agreement"] == pytest.approx(np.mean(ref.argmax(1) == cand.argmax(1)))
+    assert entry["accuracy_reference"] == pytest.approx(np.mean(ref.argmax(1) == test["labels"]))
+    assert entry["max_abs_diff"] == pytest.approx(np.abs(ref - cand).max(), rel=1e-5)
+
+
+def test_help_shows_examples(cli):
+    for command in ("inspect", "bench", "compare", "compress"):
+        result = cli(command, "--help")
+        assert result.code == 0 and "examples:" in result.stdout
+
+
+def test_python_dash_m_entry_point(digits):
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxslim_kd", "inspect", str(digits / "model.onnx"), "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"] == 37

@@ -1,0 +1,120 @@
+"""`compress`: the recipe runner, its verification, its report and its table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import onnxslim_kd as sk
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.validate import BrokenModelError
+from onnxslim_kd.pipeline.recipe import build_passes, read_recipe
+from onnxslim_kd.pipeline.registry import PASSES, Pass, PassResult, register_pass
+from tests.builders import conv_net
+
+
+def test_digits_demo_prints_table_and_writes_report(cli, tmp_path, digits):
+    out = tmp_path / "digits.slim.onnx"
+    result = cli("compress", digits / "model.onnx", "-o", out,
+                 "--data", digits / "calib.npz", "--eval-data", digits / "test.npz",
+                 "--bench-runs", "10")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "| params" in result.stdout and "latency p50 (batch 1)" in result.stdout
+    report = json.loads((tmp_path / "digits.slim.onnx.report.json").read_text())
+    assert [p["pass"] for p in report["passes"]] == ["canonicalize"]
+    assert report["fidelity"]["logits"]["top1_agreement"] == 1.0
+    assert report["accuracy_before"] == report["accuracy_after"] > 0.95
+    assert report["fidelity_samples"] == 540
+    assert report["environment"]["onnxruntime"]
+    assert sk.load(out).graph.input[0].name == "input"
+
+
+def test_constant_weights_model_through_compress(cli, tmp_path):
+    source = save(
+        conv_net(weights_as_constants=True, alias_with_identity=True), tmp_path / "m.onnx"
+    )
+    before = source.read_bytes()
+    out = tmp_path / "m.slim.onnx"
+    result = cli("compress", source, "-o", out, "--bench-runs", "0", "--json", "-")
+    assert result.code == 0, result.stderr
+    record = json.loads(result.stdout)
+    summary = record["passes"][0]["summary"]
+    assert summary["constants_lifted"] == 1 and summary["identities_resolved"] == 1
+    assert record["fidelity"]["logits"]["max_abs_diff"] == 0.0
+    assert source.read_bytes() == before
+    assert not [n for n in sk.load(out).graph.node if n.op_type in ("Constant", "Identity")]
+
+
+def test_refuses_to_overwrite_input(cli, tmp_path):
+    source = save(conv_net(), tmp_path / "m.onnx")
+    before = source.read_bytes()
+    result = cli("compress", source, "-o", source, "--bench-runs", "0")
+    assert result.code == 2 and "refusing to overwrite the input model" in result.stderr
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "passes:\n  - canonicalize\n"),
+    (".yml", "passes:\n  - name: canonicalize\n"),
+    (".toml", '[[passes]]\nname = "canonicalize"\n'),
+])  # fmt: skip
+def test_recipe_formats(tmp_path, suffix, text):
+    path = tmp_path / f"recipe{suffix}"
+    path.write_text(text)
+    assert read_recipe(path) == [{"name": "canonicalize"}]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("passes:\n  - shrink\n", "unknown pass 'shrink'"),
+    ("passes:\n  - canonicalize: {ratio: 0.5}\n", "pass 'canonicalize' has no option 'ratio'"),
+    ("steps: []\n", "a recipe needs a 'passes' list"),
+    ("passes: [\n", "not a valid recipe"),
+])  # fmt: skip
+def test_bad_recipes_exit_2(cli, tmp_path, text, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    source = save(conv_net(), tmp_path / "m.onnx")
+    out = tmp_path / "out.onnx"
+    result = cli("compress", source, "-o", out, "--recipe", recipe)
+    assert result.code == 2 and message in result.stderr
+    assert not out.exists()
+
+
+class _RenameOutput(Pass):
+    """A deliberately wrong pass: it renames the graph output."""
+
+    name = "test-rename-output"
+
+    def run(self, model, context):
+        out = sk.canonicalize(model)[0]
+        old = out.graph.output[0].name
+        out.graph.output[0].name = "renamed"
+        for node in out.graph.node:
+            node.output[:] = ["renamed" if o == old else o for o in node.output]
+        return PassResult(out)
+
+
+def test_a_pass_that_breaks_the_interface_is_caught():
+    register_pass(_RenameOutput)
+    try:
+        with pytest.raises(BrokenModelError, match="changed the model's outputs"):
+            sk.compress(conv_net(), [{"name": "test-rename-output"}], bench_runs=0)
+    finally:
+        del PASSES["test-rename-output"]
+
+
+def test_library_api_mirrors_the_cli(digits):
+    model = sk.load(digits / "model.onnx")
+    data = sk.load_data(digits / "test.npz", model, samples=100)
+    result = sk.compress(model, data=data, bench_runs=5)
+    assert result.comparison.accuracy_after == result.comparison.accuracy_before
+    assert len(data) == 100 and np.isfinite(result.comparison.latency.latencies[1].median_ms)
+    assert sk.inspect(result.model).params == 694_922
+
+
+def test_build_passes_rejects_bad_options_before_running():
+    with pytest.raises(InputError, match="unknown pass"):
+        build_passes([{"name": "canonicalize"}, {"name": "nope"}])
