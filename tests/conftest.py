@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,3 +39,18 @@ def cli(capsys):
 @pytest.fixture(scope="session")
 def digits() -> Path:
     return DIGITS
+
+
+def _zoo_module():
+    """samples/zoo/export.py, loaded by path (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("zoo_export", ROOT / "samples/zoo/export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """`zoo(name, exporter)` -> path of a torchvision export, exported once and cached."""
+    module = _zoo_module()
+    return module.ensure_exported

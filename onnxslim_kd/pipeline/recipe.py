@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.pipeline import passes  # noqa: F401  (fills the pass registry)
 from onnxslim_kd.pipeline.registry import Pass, build_pass
 
 if sys.version_info >= (3, 11):

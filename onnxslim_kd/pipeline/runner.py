@@ -12,7 +12,6 @@ from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.graph.validate import check, compare_models
-from onnxslim_kd.pipeline import builtin  # noqa: F401  (registers the core passes)
 from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
 from onnxslim_kd.pipeline.registry import PassContext
