@@ -11,7 +11,11 @@ ensure_venv() {
     fi
     echo "setting up $dir (pip install $*) ..." >&2
     "$python" -m venv "$dir"
-    "$dir/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$dir/bin/python" -m pip install --quiet "$@" >&2
+    if ! { "$dir/bin/python" -m pip install --upgrade pip && "$dir/bin/python" -m pip install "$@"; } \
+        > "$dir.install.log" 2>&1; then
+        tail -30 "$dir.install.log" >&2
+        echo "install failed; full log in $dir.install.log" >&2
+        return 1
+    fi
     echo "$stamp_text" > "$dir/.stamp"
 }

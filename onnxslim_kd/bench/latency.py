@@ -1,7 +1,8 @@
 """onnxruntime latency, several models measured interleaved (A B A B ...) in one run.
 
 Interleaving spreads the noise of a shared machine evenly over the models, so the
-ratio of medians is trustworthy even when absolute numbers drift.
+ratio of medians is trustworthy even when absolute numbers drift. Sessions run with
+intra-op spinning off so one session's idle threads do not slow the next one down.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def bench(
     warmup: int = 10,
 ) -> BenchResult:
     """Time each (label, model, feeds) `runs` times, interleaved, after `warmup` rounds."""
-    sessions = [make_session(model, threads=threads) for _, model, _ in models]
+    sessions = [make_session(model, threads=threads, spinning=False) for _, model, _ in models]
     feeds = [f for _, _, f in models]
     times: list[list[float]] = [[] for _ in models]
     for _ in range(warmup):
@@ -96,4 +97,5 @@ def bench(
     ]
     for lat in latencies:
         lat.speedup = latencies[0].median_ms / lat.median_ms
-    return BenchResult(latencies, environment(threads), runs, warmup)
+    env = {**environment(threads), "intra_op_spinning": False}
+    return BenchResult(latencies, env, runs, warmup)
