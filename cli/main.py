@@ -9,12 +9,12 @@ import argparse
 import sys
 import traceback
 
-from cli.commands import bench, compare, compress, inspect
+from cli.commands import bench, compare, compress, inspect, quantize
 from onnxslim_kd import progress
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.validate import BrokenModelError
 
-COMMANDS = (inspect, bench, compare, compress)
+COMMANDS = (inspect, bench, compare, compress, quantize)
 
 DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
 

@@ -1,0 +1,239 @@
+"""`quantize_model`: prepare, calibrate, quantize, hold the accuracy budget, verify, time."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from onnxslim_kd.bench.cpu import cpu_info
+from onnxslim_kd.bench.latency import bench
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.validate import check, run
+from onnxslim_kd.graph.walk import clone
+from onnxslim_kd.quantize.budget import COMPUTE_OPS, Builder, Score, fall_back, score, sensitivity
+from onnxslim_kd.quantize.build import build
+from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
+from onnxslim_kd.quantize.coverage import coverage_of
+from onnxslim_kd.quantize.exclusions import resolve_exclusions
+from onnxslim_kd.quantize.prepare import prepare
+from onnxslim_kd.quantize.target import choose_data_types
+from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+
+#: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
+SENSITIVITY_SAMPLES = 64
+
+
+@dataclass
+class QuantizeOptions:
+    """Every choice of the quantize pass; recipe keys and CLI options use these names."""
+
+    method: str = "minmax"
+    samples: int | None = DEFAULT_SAMPLES
+    per_channel: bool = True
+    target_cpu: str | None = None
+    exclude: list[str] = field(default_factory=list)
+    max_drop: float | None = None
+    min_sqnr: float = 30.0
+    max_calib_memory_mb: int = DEFAULT_MEMORY_MB
+    keep_if_faster: bool = False
+    bench_runs: int = 30
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise InputError(f"--max-drop is a fraction in [0, 1), got {self.max_drop}")
+        if self.bench_runs < 0:
+            raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
+        if self.keep_if_faster and not self.bench_runs:
+            raise InputError("--keep-if-faster needs timing; do not set --bench-runs 0")
+
+
+@dataclass
+class QuantizeSummary:
+    """The JSON report: what was chosen, what it achieved, and every warning."""
+
+    cpu: dict
+    data_types: dict
+    prepare: dict
+    calibration: dict
+    excluded: dict[str, str]
+    coverage: dict
+    sensitivity_sqnr_db: dict[str, float] = field(default_factory=dict)
+    fallback: list[dict] = field(default_factory=list)
+    fallback_layers: list[str] = field(default_factory=list)
+    budget: dict | None = None
+    latency: dict | None = None
+    fidelity: dict = field(default_factory=dict)
+    result: str = "int8"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def budget_met(self) -> bool | None:
+        return None if self.budget is None else self.budget["ok"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "budget_met": self.budget_met}
+
+
+def quantize_model(
+    model: onnx.ModelProto,
+    data: Dataset,
+    options: QuantizeOptions | None = None,
+    *,
+    eval_data: Dataset | None = None,
+) -> tuple[onnx.ModelProto, QuantizeSummary]:
+    """INT8 copy of `model` calibrated on `data`; `eval_data` measures the budget and fidelity.
+
+    Without `eval_data`, the budget and fidelity are measured on the calibration data
+    (and the report says so). `model` is never modified.
+    """
+    options = options or QuantizeOptions()
+    prepared, prepare_report = prepare(model)
+    types = choose_data_types(options.target_cpu, options.per_channel)
+    excluded = resolve_exclusions(prepared, options.exclude)
+    evaluation = eval_data if eval_data is not None else data
+    warnings = list(types.warnings)
+    if eval_data is None and options.max_drop is not None:
+        warnings.append("no eval data: the accuracy budget is measured on the calibration data")
+    with tempfile.TemporaryDirectory(prefix="onnxslim-kd-quantize-") as tmp:
+        workdir = Path(tmp)
+        ranges, calibration = calibrate(
+            prepared, data, workdir, method=options.method, samples=options.samples,
+            memory_mb=options.max_calib_memory_mb,
+        )  # fmt: skip
+        prepared_path = save(prepared, workdir / "prepared.onnx")
+
+        def builder(
+            *, exclude: Sequence[str] = (), only: list[str] | None = None
+        ) -> onnx.ModelProto:
+            return build(
+                prepared_path, ranges, options.method, types, workdir,
+                exclude=[*excluded, *exclude], only=only,
+            )  # fmt: skip
+
+        quantized = builder()
+        summary = QuantizeSummary(
+            cpu=cpu_info(),
+            data_types=types.as_dict(),
+            prepare=prepare_report.as_dict(),
+            calibration=calibration.as_dict(),
+            excluded=excluded,
+            coverage={},
+            warnings=warnings,
+        )
+        if options.max_drop is not None:
+            quantized = _hold_budget(
+                prepared, quantized, builder, data.subset(options.samples), evaluation,
+                options, summary,
+            )  # fmt: skip
+    check(quantized)
+    summary.coverage = coverage_of(quantized).as_dict()
+    if summary.coverage["dq_float"]:
+        summary.warnings.append(
+            f"{summary.coverage['dq_float']} compute ops did not fuse into integer kernels "
+            "and run as DequantizeLinear -> float op -> QuantizeLinear"
+        )
+    summary.fidelity = _fidelity(model, quantized, evaluation)
+    if options.bench_runs:
+        return _latency_gate(model, quantized, evaluation, options, summary)
+    return quantized, summary
+
+
+def _hold_budget(
+    prepared: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    builder: Builder,
+    calibration: Dataset,
+    evaluation: Dataset,
+    options: QuantizeOptions,
+    summary: QuantizeSummary,
+) -> onnx.ModelProto:
+    """Meet --max-drop by sending the most sensitive layers back to FP32, one at a time."""
+    reference = run(prepared, evaluation)
+
+    def evaluate(candidate: onnx.ModelProto) -> Score:
+        return score(
+            reference, run(candidate, evaluation), evaluation.labels, options.max_drop,
+            options.min_sqnr,
+        )  # fmt: skip
+
+    first = evaluate(quantized)
+    summary.budget = first.as_dict()
+    if first.ok:
+        summary.fallback = [{"fp32_layers": 0, **first.as_dict()}]
+        return quantized
+    candidates = [
+        node.name
+        for node in prepared.graph.node
+        if node.op_type in COMPUTE_OPS and node.name not in summary.excluded
+    ]
+    ranking_data = calibration.subset(SENSITIVITY_SAMPLES)
+    summary.sensitivity_sqnr_db = sensitivity(
+        builder, candidates, ranking_data, run(prepared, ranking_data)
+    )
+    best, summary.fallback_layers, summary.fallback = fall_back(
+        builder, list(summary.sensitivity_sqnr_db), evaluate
+    )
+    summary.budget = {
+        k: v
+        for k, v in summary.fallback[len(summary.fallback_layers)].items()
+        if k != "fp32_layers"
+    }
+    for name in summary.fallback_layers:
+        summary.excluded[name] = "accuracy budget: sensitive layer kept in FP32"
+    if not summary.budget["ok"]:
+        summary.warnings.append(
+            f"accuracy budget {options.max_drop} not met even with "
+            f"{len(summary.fallback_layers)} layers in FP32; saved the best model found"
+        )
+    return best
+
+
+def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> dict:
+    """Per-output fidelity against the original FP32 model, plus accuracy with labels."""
+    reference, candidate = run(model, data), run(quantized, data)
+    record: dict[str, Any] = {
+        "samples": len(data),
+        "outputs": {k: output_fidelity(reference[k], candidate[k]).as_dict() for k in reference},
+    }
+    if data.labels is not None:
+        first = next(iter(reference))
+        record["accuracy_fp32"] = accuracy(reference[first], data.labels)
+        record["accuracy_int8"] = accuracy(candidate[first], data.labels)
+    return record
+
+
+def _latency_gate(
+    model: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    data: Dataset,
+    options: QuantizeOptions,
+    summary: QuantizeSummary,
+) -> tuple[onnx.ModelProto, QuantizeSummary]:
+    """Time FP32 and INT8 interleaved; warn loudly (or return FP32) when INT8 is not faster."""
+    feeds = data.first(fixed_batch(model) or 1)
+    timing = bench(
+        [("fp32", model, feeds), ("int8", quantized, feeds)],
+        threads=options.threads,
+        runs=options.bench_runs,
+    )
+    summary.latency = timing.as_dict()
+    speedup = timing.latencies[1].speedup
+    if speedup > 1.0:
+        return quantized, summary
+    summary.warnings.append(
+        f"INT8 IS NOT FASTER than FP32 on this CPU ({speedup:.2f}x, interleaved medians)"
+        + ("; kept the FP32 model (--keep-if-faster)" if options.keep_if_faster else "")
+    )
+    if options.keep_if_faster:
+        summary.result = "fp32 (int8 not faster)"
+        return clone(model), summary
+    return quantized, summary

@@ -1,0 +1,103 @@
+"""The accuracy budget: measure the drop, rank layers by sensitivity, fall back to FP32.
+
+The drop is measured the strongest way the data allows: accuracy against labels, else
+top-1 agreement with FP32 for [N, classes] outputs, else an output-SQNR floor. A layer's
+sensitivity is the output SQNR against FP32 when only that layer is quantized, so it
+includes everything the error does downstream; the least SQNR goes back to FP32 first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.graph.validate import run
+from onnxslim_kd.progress import progress
+from onnxslim_kd.report.fidelity import accuracy, output_fidelity, top1_agreement
+
+#: The ops whose FP32 fallback buys accuracy back; everything else follows their inputs.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+Outputs = dict[str, np.ndarray]
+#: Builds a quantized model with the given nodes kept in FP32 (`only`: quantize just these).
+Builder = Callable[..., onnx.ModelProto]
+
+
+@dataclass
+class Score:
+    """How far an INT8 model is from FP32 on the budget's metric."""
+
+    metric: str  # accuracy, agreement or sqnr
+    fp32: float | None
+    int8: float
+    drop: float | None
+    ok: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score(
+    reference: Outputs, candidate: Outputs, labels: np.ndarray | None, max_drop: float,
+    min_sqnr: float,
+) -> Score:  # fmt: skip
+    """Compare outputs on the budget's metric; `ok` when the drop is within `max_drop`."""
+    first = next(iter(reference))
+    ref, cand = reference[first], candidate[first]
+    ref_accuracy = accuracy(ref, labels) if labels is not None else None
+    if ref_accuracy is not None:
+        value = accuracy(cand, labels)
+        drop = ref_accuracy - value
+        return Score("accuracy", ref_accuracy, value, drop, drop <= max_drop + 1e-9)
+    agreement = top1_agreement(ref, cand)
+    if agreement is not None:
+        return Score("agreement", 1.0, agreement, 1.0 - agreement, 1.0 - agreement <= max_drop)
+    sqnr = output_sqnr(reference, candidate)
+    return Score("sqnr", None, sqnr, None, sqnr >= min_sqnr)
+
+
+def output_sqnr(reference: Outputs, candidate: Outputs) -> float:
+    """The worst output's SQNR in dB."""
+    return min(output_fidelity(reference[k], candidate[k]).sqnr_db for k in reference)
+
+
+def sensitivity(
+    build: Builder, candidates: list[str], data: Dataset, reference: Outputs
+) -> dict[str, float]:
+    """Output SQNR (dB) of the model with only each candidate layer quantized, worst first."""
+    sqnr = {
+        name: output_sqnr(reference, run(build(only=[name]), data))
+        for name in progress(candidates, "sensitivity", total=len(candidates))
+    }
+    return dict(sorted(sqnr.items(), key=lambda item: item[1]))
+
+
+def fall_back(
+    build: Builder, order: list[str], evaluate: Callable[[onnx.ModelProto], Score]
+) -> tuple[onnx.ModelProto, list[str], list[dict]]:
+    """Keep the first layers of `order` in FP32, one more at a time, until the score is ok.
+
+    Returns the model that met the budget (else the best one seen), the layers it keeps
+    in FP32, and one record per attempt.
+    """
+    trail: list[dict] = []
+    best: tuple[onnx.ModelProto, list[str], Score] | None = None
+    for count in progress(range(len(order) + 1), "fallback", total=len(order) + 1):
+        kept = order[:count]
+        model = build(exclude=kept)
+        result = evaluate(model)
+        trail.append({"fp32_layers": count, **result.as_dict()})
+        if best is None or _better(result, best[2]):
+            best = (model, kept, result)
+        if result.ok:
+            break
+    return best[0], best[1], trail
+
+
+def _better(new: Score, old: Score) -> bool:
+    """More ok, else a higher INT8 value (accuracy, agreement or SQNR)."""
+    return (new.ok, new.int8) > (old.ok, old.int8)
