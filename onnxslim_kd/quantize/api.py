@@ -24,7 +24,7 @@ from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES,
 from onnxslim_kd.quantize.coverage import coverage_of
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.prepare import prepare
-from onnxslim_kd.quantize.target import choose_data_types
+from onnxslim_kd.quantize.target import choose_data_types, detect_target
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
@@ -101,6 +101,11 @@ def quantize_model(
     excluded = resolve_exclusions(prepared, options.exclude)
     evaluation = eval_data if eval_data is not None else data
     warnings = list(types.warnings)
+    if types.target != detect_target():
+        warnings.append(
+            f"coverage and latency are measured on this {detect_target()} CPU, "
+            f"not on the {types.target} target"
+        )
     if eval_data is None and options.max_drop is not None:
         warnings.append("no eval data: the accuracy budget is measured on the calibration data")
     with tempfile.TemporaryDirectory(prefix="onnxslim-kd-quantize-") as tmp:
@@ -191,7 +196,7 @@ def _hold_budget(
         summary.excluded[name] = "accuracy budget: sensitive layer kept in FP32"
     if not summary.budget["ok"]:
         summary.warnings.append(
-            f"accuracy budget {options.max_drop} not met even with "
+            f"{summary.budget['metric']} budget not met even with "
             f"{len(summary.fallback_layers)} layers in FP32; saved the best model found"
         )
     return best

@@ -49,7 +49,13 @@ def build(
             extra_options={"WeightSymmetric": types.weight_symmetric},
             calibration_cache_path=str(ranges),
         )
-    return load(output)
+    quantized = load(output)
+    # onnxruntime stamps its own metadata ('onnx.infer'); the model's interface keeps ours
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(
+        onnx.load(str(prepared), load_external_data=False).metadata_props
+    )
+    return quantized
 
 
 @contextmanager

@@ -74,7 +74,9 @@ def count_coverage(optimized: onnx.ModelProto) -> Coverage:
             coverage.integer += 1
             integer_ops[node.op_type] += 1
         elif node.op_type in FLOAT_KERNELS:
-            fed_by_dq = any(
+            # data and weight both dequantized: meant to be integer, fusion failed (a node
+            # kept in FP32 on purpose has a float weight, even when its input was quantized)
+            fed_by_dq = all(
                 writers.get(name) is not None and writers[name].op_type == "DequantizeLinear"
                 for name in node.input[:2]
             )

@@ -1,0 +1,101 @@
+"""The accuracy budget: sensitive layers go back to FP32 until the drop fits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxslim_kd.data import Dataset
+from onnxslim_kd.graph.validate import run
+from onnxslim_kd.quantize import QuantizeOptions, quantize_model
+from tests.builders import make_model
+
+
+def outlier_net(classifier: bool = True) -> onnx.ModelProto:
+    """conv1 -> conv2 -> GAP [-> fc], where one conv1 channel is 1000x the others.
+
+    Quantizing the tensor between the convs per-tensor flattens every other channel to
+    zero, so both convs must go back to FP32 to keep the prediction; the fc layer can
+    stay INT8. Without the classifier the output is a [N, 16, 1, 1] feature map.
+    """
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.3
+    w1[0] *= 1000.0
+    w2 = rng.standard_normal((16, 8, 1, 1)).astype(np.float32)
+    w2[:, 0] /= 1000.0
+    fc = rng.standard_normal((10, 16)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["a"], name="conv1", pads=[1] * 4),
+        helper.make_node("Conv", ["a", "w2"], ["b"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["b"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc"], ["logits"], name="fc", transB=1),
+    ]
+    weights = [numpy_helper.from_array(v, k) for k, v in {"w1": w1, "w2": w2, "fc": fc}.items()]
+    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
+    if not classifier:
+        nodes, weights = nodes[:3], weights[:2]
+        output = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 16, 1, 1])
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 8, 6, 6])],
+        [output],
+        weights,
+    )
+
+
+def labelled(model: onnx.ModelProto, count: int, seed: int) -> Dataset:
+    """Random inputs labelled with the FP32 model's own predictions (FP32 accuracy 100%)."""
+    x = np.random.default_rng(seed).standard_normal((count, 8, 6, 6)).astype(np.float32)
+    data = Dataset({"input": x})
+    data.labels = run(model, data)["logits"].argmax(1)
+    return data
+
+
+def test_fallback_reverts_the_sensitive_layers_until_the_budget_holds():
+    model = outlier_net()
+    calib, evaluation = labelled(model, 64, 1), labelled(model, 200, 2)
+    options = QuantizeOptions(max_drop=0.05, bench_runs=0)
+    quantized, summary = quantize_model(model, calib, options, eval_data=evaluation)
+    first = summary.fallback[0]
+    assert first["metric"] == "accuracy" and first["drop"] > 0.5, "all-INT8 must break it"
+    assert summary.budget_met and summary.budget["drop"] <= 0.05
+    assert set(summary.fallback_layers) == {"conv1", "conv2"}
+    assert list(summary.sensitivity_sqnr_db)[-1] == "fc"  # the least sensitive layer
+    assert summary.coverage["integer"] == 1  # fc is still an integer kernel
+    assert summary.excluded["conv1"].startswith("accuracy budget")
+    result = run(quantized, evaluation)["logits"].argmax(1)
+    assert np.mean(result == evaluation.labels) >= 0.95
+
+
+def test_unlabelled_eval_data_bounds_top1_agreement():
+    model = outlier_net()
+    calib, evaluation = labelled(model, 64, 1), labelled(model, 100, 2)
+    evaluation.labels = None
+    options = QuantizeOptions(max_drop=0.05, bench_runs=0)
+    _, summary = quantize_model(model, calib, options, eval_data=evaluation)
+    assert summary.fallback[0]["metric"] == "agreement" and not summary.fallback[0]["ok"]
+    assert summary.budget_met and summary.budget["int8"] >= 0.95
+
+
+def test_budget_not_met_saves_the_best_model_and_exits_3(cli, tmp_path):
+    """Feature-map outputs are judged by SQNR; a 200 dB floor is out of INT8's reach."""
+    model_path = tmp_path / "features.onnx"
+    onnx.save(outlier_net(classifier=False), model_path)
+    x = np.random.default_rng(1).standard_normal((32, 8, 6, 6)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", input=x)
+    out = tmp_path / "int8.onnx"
+    budget = ["--max-drop", "0", "--min-sqnr", "200"]
+    result = cli("quantize", model_path, "-o", out, "--data", tmp_path / "calib.npz", *budget,
+                 "--bench-runs", "0", "--json", "-")  # fmt: skip
+    assert result.code == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["budget"]["metric"] == "sqnr" and not report["budget_met"]
+    assert len(report["fallback"]) == 3  # all-INT8, then each conv in FP32
+    assert any("not met" in warning for warning in report["warnings"])
+    best = max(report["fallback"], key=lambda attempt: attempt["int8"])
+    assert report["budget"]["int8"] == best["int8"]
+    onnx.checker.check_model(onnx.load(out))
