@@ -9,12 +9,12 @@ import argparse
 import sys
 import traceback
 
-from cli.commands import bench, compare, compress, inspect, quantize
+from cli.commands import bench, compare, compress, inspect, prune, quantize
 from onnxslim_kd import progress
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.validate import BrokenModelError
 
-COMMANDS = (inspect, bench, compare, compress, quantize)
+COMMANDS = (inspect, bench, compare, compress, prune, quantize)
 
 DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
 

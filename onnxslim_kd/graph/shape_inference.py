@@ -46,7 +46,8 @@ def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
             del dims[:]
             for size in shapes[inp.name]:
                 dims.add().dim_value = int(size)
-    for out in fixed.graph.output:  # cleared so inference replaces their symbolic dims
+    del fixed.graph.value_info[:]  # stale symbolic dims would survive re-inference
+    for out in fixed.graph.output:
         out.type.tensor_type.ClearField("shape")
     inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     graph = inferred.graph

@@ -12,7 +12,7 @@ import onnx
 from onnxslim_kd.graph.io import model_inputs, model_outputs, resolve_shapes
 from onnxslim_kd.graph.load import opset_of
 from onnxslim_kd.graph.shape_inference import static_shapes
-from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.graph.walk import attribute, node_label
 
 #: BatchNormalization inputs that are running statistics, not trainable parameters
 #: (torch counts them as buffers); counting them would make BN-folded and unfolded
@@ -100,7 +100,7 @@ def macs_per_node(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
         out = shapes.get(node.output[0])
         if out is None or any(s is None for s in ins[:2]):
             continue
-        macs[node.name or f"{node.op_type}_{index}"] = rule(node, ins, out)
+        macs[node_label(node, index)] = rule(node, ins, out)
     return macs
 
 

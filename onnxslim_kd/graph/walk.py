@@ -84,3 +84,8 @@ def clone(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
+
+
+def node_label(node: onnx.NodeProto, index: int) -> str:
+    """A node's name, or its op type and position for unnamed nodes."""
+    return node.name or f"{node.op_type}#{index}"

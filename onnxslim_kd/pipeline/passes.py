@@ -7,7 +7,11 @@ so registering a pass never costs an import.
 
 import importlib
 
-PASS_MODULES = ("onnxslim_kd.pipeline.builtin", "onnxslim_kd.quantize.pass_")
+PASS_MODULES = (
+    "onnxslim_kd.pipeline.builtin",
+    "onnxslim_kd.prune.pass_",
+    "onnxslim_kd.quantize.pass_",
+)
 
 for _module in PASS_MODULES:
     importlib.import_module(_module)

@@ -1,0 +1,145 @@
+"""Channel dependency analysis: walk the graph once, letting one rule per op type say
+how channels flow through it (see `rules/`). The result lists every channel space, the
+initializer slices and attribute edits that pruning it implies, and why spaces that
+cannot be pruned are blocked. Unknown ops block what they touch; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxslim_kd.graph.load import opset_of
+from onnxslim_kd.graph.shape_inference import static_shapes
+from onnxslim_kd.graph.walk import all_graphs, node_label, subgraphs
+from onnxslim_kd.prune.layout import Layout, Segment
+from onnxslim_kd.prune.spaces import Spaces
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """Initializer input `input_index` of node `node` is indexed by `layout` on `axis`."""
+
+    node: int
+    input_index: int
+    axis: int
+    layout: Layout
+
+
+class Analysis:
+    """Shared state the rules read and write while the graph is walked in order."""
+
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.spaces = Spaces()
+        self.layouts: dict[str, Layout] = {}
+        self.slices: list[ParamSlice] = []
+        self.edits: list[tuple[object, int]] = []  # (rule, node index) with attribute rewrites
+        self.origins: dict[int, list[int]] = {}  # space -> node indices that created it
+        self.node_layouts: dict[int, tuple[Layout | None, Layout | None]] = {}
+        self.slice_bounds: dict[int, tuple[int, int]] = {}  # Slice node -> (axis index, start)
+        self.graph_opset = opset_of(model)
+        self.shapes = static_shapes(model, shapes)
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self._constants: dict[str, np.ndarray] = {}
+
+    # -- reading the graph ---------------------------------------------------------------
+    def layout(self, name: str) -> Layout | None:
+        return self.layouts.get(name)
+
+    def shape(self, name: str) -> list[int] | None:
+        return self.shapes.get(name)
+
+    def rank(self, name: str) -> int | None:
+        shape = self.shape(name)
+        return None if shape is None else len(shape)
+
+    def const(self, name: str) -> np.ndarray | None:
+        """Value of an initializer (cached), or None for activations."""
+        if name not in self.initializers:
+            return None
+        if name not in self._constants:
+            self._constants[name] = numpy_helper.to_array(self.initializers[name])
+        return self._constants[name]
+
+    # -- what rules declare --------------------------------------------------------------
+    def set_layout(self, name: str, layout: Layout | None) -> None:
+        if layout is not None and name:
+            self.layouts[name] = layout
+
+    def new_space(self, size: int, index: int, axis: int, rank: int) -> Layout:
+        """A fresh space of `size` channels created by node `index`."""
+        space = self.spaces.new(size, node_label(self.graph.node[index], index))
+        self.origins.setdefault(space, []).append(index)
+        return Layout(axis, rank, (Segment(space, 0, size),))
+
+    def fixed(self, size: int, axis: int, rank: int, reason: str) -> Layout:
+        """Channels that must not change (graph inputs and other untracked tensors)."""
+        space = self.spaces.new(size, reason, blocked=reason)
+        return Layout(axis, rank, (Segment(space, 0, size),))
+
+    def slice_param(self, index: int, input_index: int, axis: int, layout: Layout) -> None:
+        """Declare that an initializer input is indexed by `layout` along `axis`."""
+        node = self.graph.node[index]
+        if self.const(node.input[input_index]) is None:
+            self.block(layout, f"'{node_label(node, index)}' has a computed per-channel input")
+            return
+        self.slices.append(ParamSlice(index, input_index, axis, layout))
+
+    def edit(self, rule: object, index: int) -> None:
+        self.edits.append((rule, index))
+
+    def block(self, layout: Layout, reason: str) -> None:
+        for seg in layout.segments:
+            self.spaces.block(seg.space, reason)
+
+    def couple(self, a: Layout, b: Layout, reason: str) -> bool:
+        """Tie two layouts channel by channel; block both when their segments do not line up."""
+        pairs = list(zip(a.segments, b.segments, strict=False))
+        aligned = len(a.segments) == len(b.segments) and all(
+            x.width == y.width and x.repeat == y.repeat for x, y in pairs
+        )
+        if aligned and all(x == y or (self.is_whole(x) and self.is_whole(y)) for x, y in pairs):
+            for x, y in pairs:
+                self.spaces.union(x.space, y.space)
+            return True
+        self.block(a, reason)
+        self.block(b, reason)
+        return False
+
+    def is_whole(self, seg: Segment) -> bool:
+        return seg.start == 0 and seg.stop == self.spaces[seg.space].size
+
+
+def analyze(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Analysis:
+    """Run every node's rule in graph order; block what reaches outputs or unknown ops."""
+    from onnxslim_kd.prune.rules import rule_for
+
+    analysis = Analysis(model, shapes)
+    for index, node in enumerate(model.graph.node):
+        tracked = [lay for name in node.input if (lay := analysis.layout(name))]
+        rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx") else None
+        label = node_label(node, index)
+        if rule is None:
+            for lay in tracked:
+                analysis.block(lay, f"{node.op_type} node '{label}' is not understood")
+            _block_subgraph_reads(analysis, node, label)
+        elif tracked or rule.creates_channels:
+            rule.propagate(analysis, node, index)
+    for output in model.graph.output:
+        if (lay := analysis.layout(output.name)) is not None:
+            analysis.block(lay, f"reaches graph output '{output.name}'")
+    return analysis
+
+
+def _block_subgraph_reads(analysis: Analysis, node: onnx.NodeProto, label: str) -> None:
+    for sub in subgraphs(node):
+        for graph in all_graphs(sub):
+            for inner in graph.node:
+                for name in inner.input:
+                    if (lay := analysis.layout(name)) is not None:
+                        analysis.block(lay, f"read inside the subgraph of '{label}'")

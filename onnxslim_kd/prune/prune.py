@@ -1,0 +1,201 @@
+"""Structured channel pruning of an ONNX graph: analyse, score, budget, rewrite."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.canonicalize import canonicalize
+from onnxslim_kd.graph.io import resolve_shapes
+from onnxslim_kd.graph.stats import model_stats
+from onnxslim_kd.graph.walk import clone, node_label
+from onnxslim_kd.prune.analysis import Analysis, analyze
+from onnxslim_kd.prune.budget import Budget, estimated_macs, ratio_for_macs, select
+from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
+from onnxslim_kd.prune.plan import plan_record, planned_keep
+from onnxslim_kd.prune.rewrite import apply_keep
+
+
+@dataclass
+class PruneOptions:
+    """Recipe/CLI options of the prune pass (see `onnxslim-kd prune --help`)."""
+
+    ratio: float = 0.5
+    target_macs: float | None = None
+    criterion: str = "l1"
+    global_ranking: bool = False
+    max_ratio: float = 0.8
+    round_to: int = 8
+    exclude: list[str] = field(default_factory=list)
+    keep_stem: bool = True
+    seed: int = 0
+    plan: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ratio < 1:
+            raise InputError(f"ratio must be in [0, 1), got {self.ratio}")
+        if self.target_macs is not None and not 0 < self.target_macs <= 1:
+            raise InputError(f"target_macs must be in (0, 1], got {self.target_macs}")
+        if not 0 < self.max_ratio < 1:
+            raise InputError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+        if self.round_to < 1:
+            raise InputError(f"round_to must be >= 1, got {self.round_to}")
+        make_criterion(self.criterion)
+
+
+@dataclass
+class Group:
+    """One coupled channel group and what happened to it."""
+
+    id: str
+    nodes: list[str]
+    size: int
+    kept: int
+    status: str  # pruned | unchanged | skipped
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruneSummary:
+    criterion: str
+    groups: list[Group]
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    warnings: list[str]
+    plan: dict
+
+    def as_dict(self) -> dict:
+        record = asdict(self)
+        record["groups_pruned"] = sum(g.status == "pruned" for g in self.groups)
+        record["groups_skipped"] = sum(g.status == "skipped" for g in self.groups)
+        return record
+
+
+def prune(
+    model: onnx.ModelProto,
+    options: PruneOptions,
+    data: Dataset | None = None,
+    shapes: dict[str, list[int]] | None = None,
+) -> tuple[onnx.ModelProto, PruneSummary]:
+    """Remove channels per `options`; return the pruned model and what was done.
+
+    When no channel is removed (ratio 0, everything blocked) the input comes back as is.
+    """
+    canonical, _ = canonicalize(model)
+    concrete = resolve_shapes(canonical, shapes or {}, batch=1)
+    an = analyze(canonical, concrete)
+    warnings = _apply_exclusions(an, options)
+    prunable = [r for r in an.spaces.roots() if not an.spaces[r].blocked]
+    before = model_stats(canonical, concrete)
+    macs = _macs_by_index(canonical, before.macs_per_node)
+    if options.plan is not None:
+        kept = _kept_from_plan(an, prunable, options.plan, warnings)
+    else:
+        criterion = make_criterion(options.criterion, options.seed)
+        scores = criterion.scores(an, prunable, data)
+        if isinstance(criterion, BatchNormGamma) and criterion.fallbacks:
+            warnings.append(
+                f"{len(criterion.fallbacks)} groups have no BatchNormalization: L1 used"
+            )
+        budget = Budget(options.ratio, options.global_ranking, options.max_ratio, options.round_to)
+        if options.target_macs is not None:
+            budget, kept = ratio_for_macs(an, scores, budget, macs, options.target_macs)
+            reached = estimated_macs(an, macs, kept) / max(sum(macs.values()), 1)
+            if reached > options.target_macs + 1e-9:
+                warnings.append(f"MACs target {options.target_macs} not reachable: {reached:.3f}")
+        else:
+            kept = select(an, scores, budget)
+    by_root = _groups(an, kept)
+    groups = list(by_root.values())
+    record = plan_record(
+        {g.id: {"size": g.size, "keep": kept[r].tolist(), "nodes": g.nodes}
+         for r, g in by_root.items() if r in kept},
+        options.criterion,
+    )  # fmt: skip
+    if not any(g.status == "pruned" for g in groups):
+        out = clone(model)
+        after = before
+    else:
+        out = apply_keep(an, kept)
+        after = model_stats(out, concrete)
+    summary = PruneSummary(
+        options.criterion, groups, before.params, after.params, before.macs, after.macs,
+        warnings, record,
+    )  # fmt: skip
+    return out, summary
+
+
+def _apply_exclusions(an: Analysis, options: PruneOptions) -> list[str]:
+    """Block the spaces of excluded nodes (and of the stem conv); warn on dead patterns."""
+    warnings = []
+    graph_inputs = {i.name for i in an.graph.input}
+    for pattern in options.exclude:
+        hits = [
+            i for i, node in enumerate(an.graph.node)
+            if pattern in (node.name, node.op_type) or re.fullmatch(pattern, node.name or "")
+        ]  # fmt: skip
+        if not hits:
+            warnings.append(f"exclusion '{pattern}' matches no node")
+        for index in hits:
+            _block_node(an, index, f"excluded by '{pattern}'")
+    if options.keep_stem:
+        for index, node in enumerate(an.graph.node):
+            if node.op_type == "Conv" and node.input[0] in graph_inputs:
+                _block_node(an, index, "stem conv kept (keep_stem)")
+    return warnings
+
+
+def _block_node(an: Analysis, index: int, reason: str) -> None:
+    node = an.graph.node[index]
+    for name in [*node.input, *node.output]:
+        if (lay := an.layout(name)) is not None:
+            an.block(lay, reason)
+
+
+def _macs_by_index(model: onnx.ModelProto, per_label: dict[str, int]) -> dict[int, int]:
+    return {
+        i: per_label[node_label(node, i)]
+        for i, node in enumerate(model.graph.node)
+        if node_label(node, i) in per_label
+    }
+
+
+def _kept_from_plan(
+    an: Analysis, prunable: list[int], plan: dict, warnings: list[str]
+) -> dict[int, np.ndarray]:
+    entries = plan.get("groups", {})
+    kept = {}
+    for root in prunable:
+        space = an.spaces[root]
+        if space.origin in entries:
+            kept[root] = planned_keep(space.origin, entries[space.origin], space.size, space.groups)
+    unknown = set(entries) - {an.spaces[r].origin for r in prunable}
+    if unknown:
+        warnings.append(f"plan groups not prunable in this model: {', '.join(sorted(unknown))}")
+    return kept
+
+
+def _groups(an: Analysis, kept: dict[int, np.ndarray]) -> dict[int, Group]:
+    """Every channel group of the model (by root space) with its decision."""
+    members: dict[int, list[str]] = {}
+    for space, indices in an.origins.items():
+        root = an.spaces.find(space)
+        members.setdefault(root, []).extend(node_label(an.graph.node[i], i) for i in indices)
+    groups = {}
+    for root in an.spaces.roots():
+        space = an.spaces[root]
+        if root not in members:
+            continue  # untracked inputs: never prunable, not a group of the model
+        count = len(kept[root]) if root in kept else space.size
+        status = "pruned" if count < space.size else "unchanged"
+        if space.blocked:
+            status = "skipped"
+        groups[root] = Group(space.origin, members[root], space.size, count, status, space.blocked)
+    return groups

@@ -1,0 +1,43 @@
+"""The interface every op rule implements, and helpers shared by several rules."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import onnx
+
+from onnxslim_kd.graph.walk import node_label as label
+from onnxslim_kd.prune.analysis import Analysis
+from onnxslim_kd.prune.layout import KeepLookup, Layout
+
+__all__ = ["Rule", "block_inputs", "label", "moved"]
+
+
+class Rule:
+    """How channels flow through one ONNX op type.
+
+    `propagate` runs during analysis: it gives output tensors a layout, declares which
+    initializers are sliced along which axis, couples spaces, or blocks them with a
+    reason. `rewrite` runs only for nodes the rule registered with `Analysis.edit`, to
+    change attributes or shape constants once the kept channels are known.
+    """
+
+    creates_channels: ClassVar[bool] = False
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        raise NotImplementedError
+
+    def rewrite(self, an: Analysis, graph: onnx.GraphProto, index: int, kept: KeepLookup) -> None:
+        """Attribute edits for nodes registered with `Analysis.edit` (none by default)."""
+
+
+def moved(layout: Layout, rank_in: int, rank_out: int | None) -> Layout:
+    """The same channels in an output aligned to the input from the right (broadcasting)."""
+    rank_out = rank_in if rank_out is None else rank_out
+    return layout.with_axis(layout.axis + rank_out - rank_in, rank_out)
+
+
+def block_inputs(an: Analysis, node: onnx.NodeProto, reason: str) -> None:
+    for name in node.input:
+        if (lay := an.layout(name)) is not None:
+            an.block(lay, reason)

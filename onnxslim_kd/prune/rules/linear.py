@@ -1,0 +1,66 @@
+"""Gemm and MatMul with a constant weight: MLP hidden units are channel spaces too."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.prune.analysis import Analysis
+from onnxslim_kd.prune.rules.base import Rule, block_inputs, label
+
+
+class Gemm(Rule):
+    """Y = A B + C: A's features slice B's K axis (axis 1 with transB), outputs are new."""
+
+    creates_channels = True
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        weight = an.const(node.input[1])
+        where = f"Gemm '{label(node, index)}'"
+        if weight is None or attribute(node, "transA", 0):
+            block_inputs(an, node, f"{where} has a computed weight or transA")
+            return
+        trans_b = attribute(node, "transB", 0)
+        k_axis, n_axis = (1, 0) if trans_b else (0, 1)
+        source = an.layout(node.input[0])
+        if source is not None:
+            an.slice_param(index, 1, k_axis, source.with_axis(k_axis, 2))
+        out = an.new_space(weight.shape[n_axis], index, 1, 2)
+        an.slice_param(index, 1, n_axis, out.with_axis(n_axis, 2))
+        if len(node.input) > 2 and node.input[2]:
+            bias = an.const(node.input[2])
+            if bias is None:
+                an.block(out, f"{where} has a computed bias")
+            elif bias.size != 1:
+                an.slice_param(index, 2, bias.ndim - 1, out.with_axis(bias.ndim - 1, bias.ndim))
+        an.set_layout(node.output[0], out)
+        an.node_layouts[index] = (source, out)
+
+
+class MatMul(Rule):
+    """Activation [..., K] times a constant [K, N]: K is sliced, N is a new space."""
+
+    creates_channels = True
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        weight = an.const(node.input[1])
+        where = f"MatMul '{label(node, index)}'"
+        source = an.layout(node.input[0])
+        rank = an.rank(node.output[0])
+        if (
+            weight is None
+            or weight.ndim != 2
+            or rank is None
+            or an.const(node.input[0]) is not None
+        ):
+            block_inputs(an, node, f"{where} multiplies two activations")
+            return
+        if source is not None:
+            if source.axis != source.rank - 1:
+                an.block(source, f"{where} contracts an axis that is not the channel axis")
+            else:
+                an.slice_param(index, 1, 0, source.with_axis(0, 2))
+        out = an.new_space(weight.shape[1], index, rank - 1, rank)
+        an.slice_param(index, 1, 1, out.with_axis(1, 2))
+        an.set_layout(node.output[0], out)
+        an.node_layouts[index] = (source, out)

@@ -1,0 +1,70 @@
+"""Ops over spatial axes only (pooling, reductions, padding, resizing): channels pass."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.prune.analysis import Analysis
+from onnxslim_kd.prune.rules.base import Rule, label
+
+
+class Pool(Rule):
+    """Max/Average/Global/Lp pooling; MaxPool's optional Indices output is not supported."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        if len(node.output) > 1 and node.output[1]:
+            an.block(source, f"{node.op_type} '{label(node, index)}' returns indices")
+            return
+        an.set_layout(node.output[0], source)
+
+
+class Reduce(Rule):
+    """Reductions over axes that exclude the channel axis; keepdims=0 shifts the axis."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        axes = attribute(node, "axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            value = an.const(node.input[1])
+            axes = None if value is None else value.tolist()
+        if not axes:
+            an.block(source, f"{node.op_type} '{label(node, index)}' reduces every axis")
+            return
+        axes = [a % source.rank for a in axes]
+        if source.axis in axes:
+            an.block(source, f"{node.op_type} '{label(node, index)}' reduces the channel axis")
+            return
+        if attribute(node, "keepdims", 1):
+            an.set_layout(node.output[0], source)
+        else:
+            axis = source.axis - sum(a < source.axis for a in axes)
+            an.set_layout(node.output[0], source.with_axis(axis, source.rank - len(axes)))
+
+
+class Pad(Rule):
+    """Padding that leaves the channel axis alone."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        pads = attribute(node, "pads")
+        if pads is None and len(node.input) > 1:
+            value = an.const(node.input[1])
+            pads = None if value is None else value.tolist()
+        axes_given = len(node.input) > 3 and node.input[3]
+        if pads is None or axes_given or pads[source.axis] or pads[source.axis + source.rank]:
+            an.block(source, f"Pad '{label(node, index)}' may pad the channel axis")
+            return
+        an.set_layout(node.output[0], source)
+
+
+class Resize(Rule):
+    """Resize/Upsample by scales (an explicit `sizes` would pin the channel count)."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        if len(node.input) > 3 and node.input[3]:
+            an.block(source, f"{node.op_type} '{label(node, index)}' resizes to explicit sizes")
+            return
+        an.set_layout(node.output[0], source)

@@ -1,0 +1,226 @@
+"""Ops that move, join or cut the channel axis: Concat, Split, Slice, Flatten, Reshape,
+Squeeze/Unsqueeze, Transpose. Their shape constants are rewritten after pruning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.prune.analysis import Analysis
+from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
+from onnxslim_kd.prune.rules.base import Rule, block_inputs, label
+
+
+class Concat(Rule):
+    """On the channel axis the output is the inputs' segments in order (offsets into the
+    consumer's channels); on any other axis all inputs must share their channels."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        rank = an.rank(node.output[0])
+        tracked = [lay for name in node.input if (lay := an.layout(name))]
+        if rank is None or len({lay.axis for lay in tracked}) != 1:
+            block_inputs(an, node, f"Concat '{label(node, index)}' of differing layouts")
+            return
+        axis = attribute(node, "axis") % rank
+        channel = tracked[0].axis
+        parts = []
+        for name in node.input:
+            lay = an.layout(name)
+            if lay is None:
+                size = (an.shape(name) or [0] * rank)[channel]
+                lay = an.fixed(size, channel, rank, f"Concat '{label(node, index)}' input '{name}'")
+            parts.append(lay)
+        if axis == channel:
+            segments = tuple(seg for lay in parts for seg in lay.segments)
+            an.set_layout(node.output[0], Layout(channel, rank, segments))
+            return
+        for other in parts[1:]:
+            an.couple(parts[0], other, f"Concat '{label(node, index)}' joins unaligned channels")
+        an.set_layout(node.output[0], parts[0])
+
+
+def _split_sizes(an: Analysis, node: onnx.NodeProto, size: int) -> list[int] | None:
+    value = an.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    sizes = attribute(node, "split") if value is None else value.tolist()
+    if sizes is None:
+        count = attribute(node, "num_outputs", len(node.output))
+        sizes = [math.ceil(size / count)] * (count - 1)
+        sizes.append(size - sum(sizes))
+    return list(sizes)
+
+
+class Split(Rule):
+    """On the channel axis each output is a sub-range; the split sizes are rewritten."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        axis = attribute(node, "axis", 0) % source.rank
+        if axis != source.axis:
+            for name in node.output:
+                an.set_layout(name, source)
+            return
+        offset = 0
+        for name, size in zip(node.output, _split_sizes(an, node, source.size), strict=True):
+            part = source.sub_range(offset, offset + size)
+            if part is None:
+                an.block(source, f"Split '{label(node, index)}' cuts through a flattened channel")
+                return
+            an.set_layout(name, part)
+            offset += size
+        an.edit(self, index)
+
+    def rewrite(self, an: Analysis, graph: onnx.GraphProto, index: int, kept: KeepLookup) -> None:
+        node = graph.node[index]
+        sizes = [len(kept_positions(an.layout(name), kept)) for name in node.output]
+        new_split = numpy_helper.from_array(np.array(sizes, np.int64), f"{node.output[0]}.split")
+        for attr in list(node.attribute):
+            if attr.name in ("split", "num_outputs"):
+                node.attribute.remove(attr)
+        if an.graph_opset >= 13:
+            graph.initializer.append(new_split)
+            while len(node.input) < 2:
+                node.input.append("")
+            node.input[1] = new_split.name
+        else:
+            node.attribute.append(onnx.helper.make_attribute("split", sizes))
+
+
+class Slice(Rule):
+    """A step-1 slice of the channel axis is a sub-range; its starts/ends are rewritten."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        consts = [an.const(n) if n else None for n in node.input[1:5]]
+        starts, ends = consts[0], consts[1]
+        axes = consts[2] if len(consts) > 2 and consts[2] is not None else np.arange(len(starts))
+        steps = consts[3] if len(consts) > 3 and consts[3] is not None else np.ones(len(starts))
+        where = f"Slice '{label(node, index)}'"
+        if starts is None or ends is None:
+            an.block(source, f"{where} has computed bounds")
+            return
+        axes = [int(a) % source.rank for a in axes]
+        if source.axis not in axes:
+            an.set_layout(node.output[0], source)
+            return
+        i = axes.index(source.axis)
+        start, stop, _ = slice(int(starts[i]), int(ends[i]), int(steps[i])).indices(source.size)
+        part = source.sub_range(start, stop) if steps[i] == 1 else None
+        if part is None:
+            an.block(source, f"{where} strides over or cuts through channels")
+            return
+        an.set_layout(node.output[0], part)
+        an.slice_bounds[index] = (i, start)
+        an.edit(self, index)
+
+    def rewrite(self, an: Analysis, graph: onnx.GraphProto, index: int, kept: KeepLookup) -> None:
+        node = graph.node[index]
+        i, start = an.slice_bounds[index]
+        source = an.layout(node.input[0])
+        new_start = len(kept_positions(source.sub_range(0, start), kept))
+        new_stop = new_start + len(kept_positions(an.layout(node.output[0]), kept))
+        for position, value in ((1, new_start), (2, new_stop)):
+            bounds = an.const(node.input[position]).copy()
+            bounds[i] = value
+            name = f"{node.output[0]}.{'starts' if position == 1 else 'ends'}"
+            graph.initializer.append(numpy_helper.from_array(bounds, name))
+            node.input[position] = name
+
+
+class Flatten(Rule):
+    """Flatten at the channel axis: each channel becomes H*W consecutive features."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        shape = an.shape(node.input[0])
+        axis = attribute(node, "axis", 1) % source.rank
+        if shape is None or axis != source.axis:
+            an.block(source, f"Flatten '{label(node, index)}' merges the channel axis")
+            return
+        repeat = math.prod(shape[axis + 1 :])
+        an.set_layout(node.output[0], source.repeated(repeat).with_axis(1, 2))
+
+
+class Reshape(Rule):
+    """Two exact cases: merging the channel axis with the trailing axes (a flatten) and
+    adding/removing size-1 axes after it. The shape constant's channel entry is rewritten."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        before, after = an.shape(node.input[0]), an.shape(node.output[0])
+        target = an.const(node.input[1])
+        where = f"Reshape '{label(node, index)}'"
+        a = source.axis
+        if before is None or after is None or target is None or after[:a] != before[:a]:
+            an.block(source, f"{where} moves the channel axis")
+            return
+        trailing = math.prod(before[a + 1 :])
+        if len(after) == a + 1:
+            layout = source.repeated(trailing).with_axis(a, a + 1)
+        elif after[a] == before[a] and math.prod(after[a + 1 :]) == trailing == 1:
+            layout = source.with_axis(a, len(after))
+        else:
+            an.block(source, f"{where} splits the channel axis")
+            return
+        an.set_layout(node.output[0], layout)
+        if target[a] > 0:
+            an.edit(self, index)
+
+    def rewrite(self, an: Analysis, graph: onnx.GraphProto, index: int, kept: KeepLookup) -> None:
+        node = graph.node[index]
+        layout = an.layout(node.output[0])
+        target = an.const(node.input[1]).copy()
+        target[layout.axis] = len(kept_positions(layout, kept))
+        name = f"{node.output[0]}.shape"
+        graph.initializer.append(numpy_helper.from_array(target, name))
+        node.input[1] = name
+
+
+def _axes(an: Analysis, node: onnx.NodeProto) -> list[int] | None:
+    axes = attribute(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = an.const(node.input[1])
+        axes = None if value is None else value.tolist()
+    return axes
+
+
+class Squeeze(Rule):
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        axes = _axes(an, node)
+        shape = an.shape(node.input[0])
+        if axes is None and shape is not None:
+            axes = [i for i, d in enumerate(shape) if d == 1]
+        axes = None if axes is None else [a % source.rank for a in axes]
+        if axes is None or source.axis in axes:
+            an.block(source, f"Squeeze '{label(node, index)}' may remove the channel axis")
+            return
+        axis = source.axis - sum(a < source.axis for a in axes)
+        an.set_layout(node.output[0], source.with_axis(axis, source.rank - len(axes)))
+
+
+class Unsqueeze(Rule):
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        axes = _axes(an, node)
+        if axes is None:
+            an.block(source, f"Unsqueeze '{label(node, index)}' has computed axes")
+            return
+        rank = source.rank + len(axes)
+        axis = source.axis
+        for a in sorted(x % rank for x in axes):
+            if a <= axis:
+                axis += 1
+        an.set_layout(node.output[0], source.with_axis(axis, rank))
+
+
+class Transpose(Rule):
+    """The channel axis moves to wherever `perm` puts it."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        perm = attribute(node, "perm") or list(reversed(range(source.rank)))
+        an.set_layout(node.output[0], source.with_axis(list(perm).index(source.axis), source.rank))

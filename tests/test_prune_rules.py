@@ -1,0 +1,201 @@
+"""One hand-built graph per channel-coupling rule: exact shapes and lossless parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.prune.prune import PruneOptions, prune
+from tests.prune_graphs import Graph, prune_lossless, weights
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def test_conv_bn_relu_conv():
+    g = Graph()
+    y = g.conv(g.op("Relu", [g.bn(g.conv("input", 4, 8), 8)]), 8, 6)
+    pruned, summary = prune_lossless(g.model(y))
+    shapes = weights(pruned)
+    assert shapes["conv1:1"] == (4, 4, 3, 3) and shapes["conv1:2"] == (4,)
+    assert all(shapes[f"batchnormalization1:{i}"] == (4,) for i in range(1, 5))
+    assert shapes["conv2:1"] == (6, 4, 3, 3)
+    assert [g.status for g in summary.groups] == ["pruned", "skipped"]
+
+
+def test_residual_add_couples_producers():
+    g = Graph()
+    a = g.op("Relu", [g.conv("input", 4, 8)])
+    s = g.op("Add", [a, g.conv(a, 8, 8)])
+    y = g.conv(g.op("Relu", [s]), 8, 3)
+    pruned, summary = prune_lossless(g.model(y))
+    shapes = weights(pruned)
+    assert shapes["conv1:1"] == (4, 4, 3, 3)
+    assert shapes["conv2:1"] == (4, 4, 3, 3)
+    assert shapes["conv3:1"] == (3, 4, 3, 3)
+    pruned_groups = [g for g in summary.groups if g.status == "pruned"]
+    assert len(pruned_groups) == 1 and pruned_groups[0].nodes == ["conv1", "conv2"]
+
+
+def test_concat_offsets_into_consumer():
+    g = Graph()
+    c = g.op("Concat", [g.conv("input", 4, 6), g.conv("input", 4, 10)], axis=1)
+    y = g.conv(c, 16, 3)
+    pruned, _ = prune_lossless(g.model(y))
+    assert weights(pruned)["conv3:1"] == (3, 8, 3, 3)
+
+
+def test_depthwise_conv_ties_channels_and_rewrites_group():
+    g = Graph()
+    a = g.op("Relu", [g.conv("input", 4, 8)])
+    d = g.op("Relu", [g.conv(a, 8, 8, group=8)])
+    y = g.conv(d, 8, 3)
+    pruned, _ = prune_lossless(g.model(y))
+    assert weights(pruned)["conv2:1"] == (4, 1, 3, 3)
+    assert attribute(_node(pruned, "conv2"), "group") == 4
+
+
+def test_grouped_conv_keeps_equal_counts_per_group():
+    g = Graph()
+    grouped = g.conv(g.conv("input", 4, 8), 8, 8, group=2)
+    y = g.conv(g.op("Relu", [grouped]), 8, 3)
+    pruned, summary = prune_lossless(g.model(y))
+    assert weights(pruned)["conv2:1"] == (4, 2, 3, 3)
+    assert attribute(_node(pruned, "conv2"), "group") == 2
+    keep = np.array(summary.plan["groups"]["conv1"]["keep"])
+    assert (keep < 4).sum() == (keep >= 4).sum() == 2
+
+
+def test_squeeze_excitation_gate():
+    g = Graph()
+    trunk = g.op("Relu", [g.conv("input", 4, 8)])
+    hidden = g.op("Relu", [g.conv(g.op("GlobalAveragePool", [trunk]), 8, 4, k=1)])
+    gate = g.op("Sigmoid", [g.conv(hidden, 4, 8, k=1)])
+    y = g.conv(g.op("Mul", [trunk, gate]), 8, 3)
+    pruned, summary = prune_lossless(g.model(y))
+    shapes = weights(pruned)
+    assert shapes["conv2:1"] == (2, 4, 1, 1)  # squeeze: its own hidden group
+    assert shapes["conv3:1"] == (4, 2, 1, 1)  # excite: coupled with the trunk
+    assert shapes["conv4:1"] == (3, 4, 3, 3)
+    assert sorted(g.size for g in summary.groups if g.status == "pruned") == [4, 8]
+
+
+def test_flatten_to_gemm_and_mlp_hidden_units():
+    g = Graph(shape=(2, 4, 4, 4))
+    flat = g.op("Flatten", [g.op("Relu", [g.conv("input", 4, 6)])], axis=1)
+    hidden = g.op("Relu", [g.op("Gemm", [flat, g.weight(10, 96), g.weight(10)], transB=1)])
+    y = g.op("Gemm", [hidden, g.weight(10, 5), g.weight(5)])
+    pruned, _ = prune_lossless(g.model(y))
+    shapes = weights(pruned)
+    assert shapes["gemm1:1"] == (5, 48) and shapes["gemm1:2"] == (5,)
+    assert shapes["gemm2:1"] == (5, 5)
+
+
+def test_matmul_on_3d_activations():
+    g = Graph(shape=(2, 5, 8))
+    hidden = g.op("Relu", [g.op("MatMul", ["input", g.weight(8, 16)])])
+    y = g.op("MatMul", [hidden, g.weight(16, 4)])
+    pruned, _ = prune_lossless(g.model(y))
+    assert weights(pruned) == {"matmul1:1": (8, 8), "matmul2:1": (8, 4)}
+
+
+def test_split_sizes_are_rewritten():
+    g = Graph()
+    left, right = g.op(
+        "Split", [g.conv("input", 4, 8), g.const(np.array([3, 5]))], outputs=2, axis=1
+    )
+    y = g.op("Add", [g.conv(left, 3, 2), g.conv(right, 5, 2)])
+    pruned, summary = prune_lossless(g.model(y))
+    split = _node(pruned, "split1")
+    sizes = onnx.numpy_helper.to_array(
+        next(t for t in pruned.graph.initializer if t.name == split.input[1])
+    )
+    keep = np.array(summary.plan["groups"]["conv1"]["keep"])
+    assert sizes.tolist() == [(keep < 3).sum(), (keep >= 3).sum()] and sizes.sum() == 4
+
+
+def test_slice_of_channels():
+    g = Graph()
+    part = g.op("Slice", [g.conv("input", 4, 8), g.const(np.array([2])), g.const(np.array([6])),
+                          g.const(np.array([1]))])  # fmt: skip
+    y = g.conv(part, 4, 3)
+    pruned, _ = prune_lossless(g.model(y))
+    assert weights(pruned)["conv1:1"] == (4, 4, 3, 3)
+    assert weights(pruned)["conv2:1"][1] == len(_slice_output(pruned))
+
+
+def _slice_output(model):
+    from onnxslim_kd.data import random_data
+    from onnxslim_kd.graph.session import make_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output[0].name = _node(model, "slice1").output[0]
+    return make_session(probe).run(None, random_data(model).inputs)[0][0]
+
+
+def test_hardswish_written_out():
+    g = Graph()
+    x = g.conv("input", 4, 8)
+    clipped = g.op("Clip", [g.op("Add", [x, g.const(np.float32(3))]), g.const(np.float32(0)),
+                            g.const(np.float32(6))])  # fmt: skip
+    act = g.op("Div", [g.op("Mul", [x, clipped]), g.const(np.float32(6))])
+    pruned, _ = prune_lossless(g.model(g.conv(act, 8, 3)))
+    assert weights(pruned)["conv2:1"] == (3, 4, 3, 3)
+
+
+def test_prelu_and_per_channel_constants():
+    g = Graph()
+    x = g.op("PRelu", [g.conv("input", 4, 8), g.weight(8, 1, 1)])
+    x = g.op("Mul", [x, g.weight(1, 8, 1, 1)])
+    x = g.op("Add", [x, g.weight(8, 1, 1)])
+    pruned, _ = prune_lossless(g.model(g.conv(x, 8, 3)))
+    shapes = weights(pruned)
+    assert shapes["prelu1:1"] == (4, 1, 1) and shapes["mul1:1"] == (1, 4, 1, 1)
+    assert shapes["add1:1"] == (4, 1, 1)
+
+
+def test_pooling_padding_resize_and_spatial_reduce():
+    g = Graph(opset=18)
+    x = g.op("MaxPool", [g.conv("input", 4, 8)], kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("Pad", [x, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1]))])
+    x = g.op("Resize", [x, "", g.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    x = g.op("ReduceMean", [x, g.const(np.array([2, 3]))], keepdims=1)
+    pruned, _ = prune_lossless(g.model(g.conv(x, 8, 3, k=1)))
+    assert weights(pruned)["conv2:1"] == (3, 4, 1, 1)
+
+
+def test_reshape_flatten_and_transpose_to_matmul():
+    g = Graph()
+    x = g.op("ReduceMean", [g.conv("input", 4, 8)], axes=[2, 3], keepdims=1)
+    flat = g.op("Reshape", [x, g.const(np.array([2, 8]))])
+    a = g.op("Gemm", [flat, g.weight(8, 6)])
+    nhwc = g.op("Transpose", [g.conv("input", 4, 8)], perm=[0, 2, 3, 1])
+    b = g.op("ReduceMean", [g.op("MatMul", [nhwc, g.weight(8, 6)])], axes=[1, 2], keepdims=0)
+    pruned, _ = prune_lossless(g.model(g.op("Add", [a, b])))
+    shapes = weights(pruned)
+    assert shapes["gemm1:1"] == (4, 6) and shapes["reshape1:1"] == (2,)
+    assert shapes["matmul1:1"] == (4, 6)
+
+
+def test_conv_transpose_and_instance_norm():
+    g = Graph()
+    x = g.op("Relu", [g.conv("input", 4, 8)])
+    up = g.op("ConvTranspose", [x, g.weight(8, 6, 2, 2), g.weight(6)], strides=[2, 2])
+    y = g.op("InstanceNormalization", [up, g.weight(6), g.weight(6)])
+    pruned, _ = prune_lossless(g.model(g.conv(y, 6, 3)))
+    shapes = weights(pruned)
+    assert shapes["convtranspose1:1"] == (4, 3, 2, 2)
+    assert shapes["instancenormalization1:1"] == (3,)
+
+
+def test_unknown_op_blocks_its_groups_and_leaves_the_model_alone():
+    g = Graph()
+    y = g.conv(g.op("LRN", [g.conv("input", 4, 8)], size=3), 8, 3)
+    model = g.model(y)
+    pruned, summary = prune(model, PruneOptions(ratio=0.5, round_to=1, keep_stem=False))
+    reasons = [r for group in summary.groups for r in group.reasons]
+    assert "LRN node 'lrn1' is not understood" in reasons
+    assert pruned.SerializeToString() == model.SerializeToString()
