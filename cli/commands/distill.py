@@ -1,0 +1,107 @@
+"""`onnxslim-kd distill`: fine-tune a compressed model by distillation from the original."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from onnxslim_kd.distill import require_torch
+from onnxslim_kd.distill.options import LOSS_NAMES, DistillOptions
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.load import file_uses_external_data, load
+from onnxslim_kd.graph.save import save
+from onnxslim_kd.report.table import markdown_table
+
+EXAMPLES = """examples:
+  onnxslim-kd distill pruned.onnx -o pruned.kd.onnx --teacher model.onnx \\
+      --data samples/digits/train.npz --eval-data samples/digits/calib.npz --epochs 5
+  onnxslim-kd distill small.onnx -o small.kd.onnx --teacher a.onnx --teacher b.onnx \\
+      --data train.npz --loss hint --temperature 2 --max-seconds 600 --json report.json
+  onnxslim-kd distill small.onnx -o out.onnx --teacher model.onnx --data unlabelled.npz \\
+      --loss kd:1,at:1000
+
+losses: kd (default; plus hard-label CE weighted 1-alpha when the data has labels), ce,
+hint, at, rkd, sp (each added to kd), or explicit weights NAME:W,NAME:W.
+needs torch: pip install 'onnxslim-kd[distill]'
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "distill",
+        parents=[common],
+        help="fine-tune a compressed model's weights, taught by the original model(s)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = DistillOptions()
+    parser.add_argument("student", help="compressed ONNX model to fine-tune (never modified)")
+    parser.add_argument("-o", "--output", required=True, help="where to write the result")
+    parser.add_argument("--teacher", action="append", required=True, metavar="TEACHER",
+                        help="uncompressed model; repeat for an ensemble")  # fmt: skip
+    add_data_options(parser, required=True)
+    parser.add_argument("--eval-data", metavar="DATA",
+                        help="held-out data for best-epoch selection (default: hold out "
+                        f"{defaults.val_fraction:.0%} of --data)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(%(default)s)")
+    parser.add_argument("--loss", default=defaults.loss,
+                        help=f"{'|'.join(LOSS_NAMES)} or NAME:W,... (%(default)s)")  # fmt: skip
+    parser.add_argument("--temperature", type=float, default=defaults.temperature,
+                        help="softening temperature T (%(default)s)")  # fmt: skip
+    parser.add_argument("--alpha", type=float, default=defaults.alpha,
+                        help="weight of kd against hard-label ce (%(default)s)")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="(%(default)s)")
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="(%(default)s)")
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default=defaults.optimizer)
+    parser.add_argument("--max-seconds", type=float, help="stop training after this long")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="epochs without improvement before stopping")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
+    parser.add_argument("--device", default=defaults.device, help="cpu or cuda (%(default)s)")
+    parser.add_argument("--pair", action="append", default=[], metavar="STUDENT=TEACHER",
+                        help="feature tensors to match (repeatable; default: by name)")  # fmt: skip
+    add_json_option(parser, "the summary")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    require_torch()
+    from onnxslim_kd.distill.api import distill
+
+    try:
+        options = DistillOptions(
+            epochs=args.epochs, loss=args.loss, temperature=args.temperature, alpha=args.alpha,
+            lr=args.lr, batch=args.batch, optimizer=args.optimizer, max_seconds=args.max_seconds,
+            patience=args.patience, seed=args.seed, device=args.device, pairs=args.pair,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise InputError(f"distill: {exc}") from exc
+    student = load(args.student)
+    teachers = [load(path) for path in args.teacher]
+    data = data_from(args, student, args.data)
+    val = data_from(args, student, args.eval_data)
+    model, summary = distill(student, teachers, data, val=val, options=options)
+    save(
+        model,
+        args.output,
+        external_data=True if file_uses_external_data(args.student) else None,
+        protect=(args.student, *args.teacher),
+    )
+    record = {"student": args.student, "teachers": args.teacher, "output": args.output, **summary}
+    emit_json(args.json, record)
+    say(args, render(summary, args.output))
+    return 0
+
+
+def render(summary: dict, output: str) -> str:
+    """Held-out metric before/after, the teacher's, and how training went."""
+    training = summary["training"]
+    rows = [(key.removeprefix("val_"), f"{summary[key]:.2%}")
+            for key in ("val_before", "val_after", "val_teacher") if key in summary]  # fmt: skip
+    rows += [
+        ("epochs (best)", f"{training['epochs']} ({training['best_epoch']})"),
+        ("time", f"{training['seconds']:.1f} s, {training['stopped']}"),
+        ("write-back max rel diff", f"{summary['writeback_max_rel_diff']:.2g}"),
+    ]
+    metric = summary.get("metric", "held-out metric").replace("_", " ")
+    return markdown_table([metric, "value"], rows) + f"\n\nwrote {output}"

@@ -1,0 +1,127 @@
+"""The library function: fine-tune a compressed model by distillation from its original(s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.distill.executor import GraphModule, to_torch
+from onnxslim_kd.distill.features import FeaturePlan, plan_features
+from onnxslim_kd.distill.losses import Objective
+from onnxslim_kd.distill.options import DistillOptions
+from onnxslim_kd.distill.teachers import Ensemble
+from onnxslim_kd.distill.train import Split, evaluate, fit
+from onnxslim_kd.distill.writeback import write_back
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.validate import run
+from onnxslim_kd.report.fidelity import output_fidelity
+
+#: Samples on which the written-back model is checked against the torch student.
+WRITEBACK_CHECK_SAMPLES = 32
+
+
+def distill(
+    student: onnx.ModelProto,
+    teachers: list[onnx.ModelProto],
+    data: Dataset,
+    *,
+    val: Dataset | None = None,
+    options: DistillOptions | None = None,
+) -> tuple[onnx.ModelProto, dict]:
+    """Fine-tune `student`'s weights to follow `teachers` on `data`; return model and summary.
+
+    Without `val`, `options.val_fraction` of `data` is held out for best-epoch selection.
+    The result is `student` with new initializer values and nothing else changed.
+    """
+    options = options or DistillOptions()
+    if val is None and options.val_fraction > 0:
+        data, val = holdout(data, options.val_fraction, options.seed)
+    torch.manual_seed(options.seed)
+    module = GraphModule(student).to(options.device)
+    ensemble = Ensemble(teachers, options.batch)
+    train = Split.of(data, ensemble, options.device)
+    _check_output_shapes(module, train)
+    weights = options.loss_weights(labelled=data.labels is not None)
+    plan = _plan(module, ensemble, train, weights, options)
+    objective = Objective(weights, plan.channels).to(options.device)
+    val_split = None if val is None else Split.of(val, ensemble, options.device)
+    summary: dict = {
+        "loss_weights": weights,
+        "teachers": len(teachers),
+        "trainable_tensors": len(module.weight_names),
+        "trainable_params": sum(w.numel() for w in module.weights),
+        "train_samples": len(train),
+        "features": plan.as_dict()
+        if objective.needs("maps") or objective.needs("embedding")
+        else None,
+    }
+    if val_split is not None:
+        summary["metric"] = "accuracy" if val_split.labels is not None else "teacher_agreement"
+        summary["val_samples"] = len(val_split)
+        summary["val_before"] = evaluate(module, val_split, options.batch)
+    report = fit(module, objective, ensemble, plan, train, val_split, options)
+    model = write_back(student, module)
+    summary["writeback_max_rel_diff"] = _writeback_error(model, module, data, options.device)
+    if val_split is not None:
+        summary["val_after"] = evaluate(module, val_split, options.batch)
+        if val_split.labels is not None:
+            teacher_top1 = Ensemble.soft_targets(val_split.teacher_logits, 1.0).argmax(1)
+            summary["val_teacher"] = float((teacher_top1 == val_split.labels).float().mean())
+    summary["training"] = report.as_dict()
+    return model, summary
+
+
+def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded split of `data` into (train, held-out) with `fraction` of samples held out."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    count = max(1, round(len(data) * fraction))
+    if count >= len(data):
+        raise InputError(f"{data.source}: too few samples ({len(data)}) to hold out {fraction:g}")
+    parts = []
+    for index in (np.sort(order[count:]), np.sort(order[:count])):
+        labels = None if data.labels is None else data.labels[index]
+        parts.append(Dataset({k: v[index] for k, v in data.inputs.items()}, labels, data.source))
+    return parts[0], parts[1]
+
+
+def _check_output_shapes(module: GraphModule, train: Split) -> None:
+    """Teacher and student must produce the same first-output shape (per sample)."""
+    with torch.no_grad():
+        out = module(*train.batch(torch.arange(min(2, len(train)))).values())[0]
+    teacher_shape, student_shape = list(train.teacher_logits.shape[2:]), list(out.shape[1:])
+    if teacher_shape != student_shape:
+        raise InputError(
+            f"distill: teacher output is [N,{','.join(map(str, teacher_shape))}] per sample but "
+            f"the student's is [N,{','.join(map(str, student_shape))}]"
+        )
+
+
+def _plan(module, ensemble, train, weights, options) -> FeaturePlan:
+    """Match feature tensors when a feature loss is used; otherwise none are needed."""
+    outputs = (module.output_names[0], ensemble.models[0].graph.output[0].name)
+    if not set(weights) & {"hint", "at", "sp", "rkd"}:
+        return FeaturePlan([], [], outputs)
+    ensemble.torch_teacher.to(options.device)
+    feeds = train.batch(torch.arange(min(2, len(train))))
+    plan = plan_features(module, ensemble.torch_teacher, feeds, options.feature_pairs())
+    if not plan.maps and set(weights) & {"hint", "at", "sp"}:
+        raise InputError(
+            "distill: teacher and student share no feature-map names to match; "
+            "name pairs with --pair STUDENT_TENSOR=TEACHER_TENSOR"
+        )
+    return plan
+
+
+def _writeback_error(
+    model: onnx.ModelProto, module: GraphModule, data: Dataset, device: str
+) -> float:
+    """Max relative difference between onnxruntime on the written model and the torch student."""
+    sample = data.subset(WRITEBACK_CHECK_SAMPLES)
+    first = module.output_names[0]
+    reference = run(model, sample)[first]
+    with torch.no_grad():
+        feeds = {k: v.to(device) for k, v in to_torch(sample.inputs).items()}
+        torch_out = module.run(feeds)[first]
+    return output_fidelity(torch_out.cpu().numpy(), reference).max_rel_diff

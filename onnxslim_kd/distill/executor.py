@@ -1,0 +1,131 @@
+"""Run an ONNX graph as a torch module whose float weights are trainable parameters.
+
+The module keeps the graph as it is (no re-export, no renaming): parameters are keyed by
+the ONNX tensor they came from, so writing them back is exact by construction. Weights held
+in Constant nodes or aliased through Identity are found too, and train like initializers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import Tensor, nn
+
+from onnxslim_kd.distill.ops import RULES, OpContext
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.canonicalize import _constant_value
+from onnxslim_kd.graph.io import model_inputs
+from onnxslim_kd.graph.load import opset_of
+
+
+class GraphModule(nn.Module):
+    """The top-level graph of `model` as a torch module; `forward` returns its outputs."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        graph = model.graph
+        check_supported(graph)
+        opset = opset_of(model)
+        self.input_names = [spec.name for spec in model_inputs(model)]
+        self.output_names = [o.name for o in graph.output]
+        self.steps = [
+            (node, RULES[node.op_type], OpContext(node, opset))
+            for node in graph.node
+            if node.op_type != "Constant"
+        ]
+        stored = stored_tensors(graph)
+        trainable = trainable_names(graph, stored)
+        self.weights = nn.ParameterList()
+        self.weight_names: list[str] = []
+        self._constants: dict[str, str] = {}
+        for name, array in stored.items():
+            tensor = torch.from_numpy(np.array(array))
+            if name in trainable:
+                self.weights.append(nn.Parameter(tensor))
+                self.weight_names.append(name)
+            else:
+                key = f"constant{len(self._constants)}"
+                self.register_buffer(key, tensor, persistent=False)
+                self._constants[name] = key
+
+    def named_weights(self) -> dict[str, Tensor]:
+        """Trainable tensors by their ONNX name."""
+        return dict(zip(self.weight_names, self.weights, strict=True))
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        values = self.run(dict(zip(self.input_names, inputs, strict=True)))
+        return tuple(values[name] for name in self.output_names)
+
+    def run(self, feeds: dict[str, Tensor], keep: Collection[str] = ()) -> dict[str, Tensor]:
+        """Graph outputs plus the intermediate tensors named in `keep`, by name."""
+        values = self.trace(feeds)
+        missing = [name for name in keep if name not in values]
+        if missing:
+            raise InputError(f"distill: the model has no tensor named '{missing[0]}'")
+        return {name: values[name] for name in (*self.output_names, *keep)}
+
+    def trace(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every tensor the graph computes, by name (inputs and weights included)."""
+        values: dict[str, Tensor] = {**self.named_weights(), **feeds}
+        values.update({name: getattr(self, key) for name, key in self._constants.items()})
+        for node, rule, context in self.steps:
+            args = [values[name] if name else None for name in node.input]
+            result = rule.fn(context, *args)
+            outputs = result if isinstance(result, tuple | list) else (result,)
+            for name, value in zip(node.output, outputs, strict=False):
+                if name:
+                    values[name] = value
+        return values
+
+
+def check_supported(graph: onnx.GraphProto) -> None:
+    """Raise InputError naming the first op (and node) the executor has no rule for."""
+    for node in graph.node:
+        known = node.op_type in RULES or node.op_type == "Constant"
+        if node.domain not in ("", "ai.onnx") or not known:
+            raise InputError(
+                f"distill: op '{node.op_type}' (node '{node.name}', domain "
+                f"'{node.domain or 'ai.onnx'}') is not supported by the torch executor"
+            )
+
+
+def stored_tensors(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and the outputs of Constant nodes, by tensor name."""
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = _constant_value(node)
+            if value is None:
+                raise InputError(f"distill: Constant node '{node.name}' holds no dense tensor")
+            tensors[node.output[0]] = numpy_helper.to_array(value)
+    return tensors
+
+
+def trainable_names(graph: onnx.GraphProto, stored: dict[str, np.ndarray]) -> set[str]:
+    """Float stored tensors read at a weight position of some op (through Identity aliases)."""
+    source = {name: name for name in stored}
+    for node in graph.node:  # topological order: an alias of an alias resolves in one pass
+        if node.op_type == "Identity" and node.input[0] in source:
+            source[node.output[0]] = source[node.input[0]]
+    trainable = set()
+    for node in graph.node:
+        rule = RULES.get(node.op_type)
+        if rule is None:
+            continue
+        for position, name in enumerate(node.input):
+            origin = source.get(name)
+            if origin is None or not np.issubdtype(stored[origin].dtype, np.floating):
+                continue
+            per_channel = rule.per_channel and stored[origin].size > 1
+            if position in rule.weights or per_channel:
+                trainable.add(origin)
+    return trainable
+
+
+def to_torch(feeds: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """numpy feeds as torch tensors (shared memory, no copy)."""
+    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feeds.items()}

@@ -1,0 +1,78 @@
+"""Which intermediate tensors of student and teacher the feature losses compare.
+
+Pruning keeps tensor names, so maps are matched by name: for each spatial size, the last
+4-D tensor both graphs compute at that size (a stage's output), and for relational losses the
+last 2-D tensor before the output (the penultimate embedding; the logits when there is none).
+Explicit pairs override maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from onnxslim_kd.distill.executor import GraphModule
+from onnxslim_kd.errors import InputError
+
+
+@dataclass
+class FeaturePlan:
+    """Matched (student, teacher) tensor names and the channel counts of each map pair."""
+
+    maps: list[tuple[str, str]]
+    channels: list[tuple[int, int]]
+    embedding: tuple[str, str]
+
+    def as_dict(self) -> dict:
+        return {"maps": [list(p) for p in self.maps], "embedding": self.embedding}
+
+
+def plan_features(
+    student: GraphModule,
+    teacher: GraphModule,
+    feeds: dict[str, Tensor],
+    pairs: list[tuple[str, str]],
+) -> FeaturePlan:
+    """Trace both graphs once on `feeds` and match their feature tensors."""
+    with torch.no_grad():
+        s_values, t_values = student.trace(feeds), teacher.trace(feeds)
+    maps = pairs or _stage_outputs(teacher, s_values, t_values)
+    for s_name, t_name in maps:
+        for name, values, role in ((s_name, s_values, "student"), (t_name, t_values, "teacher")):
+            if name not in values or values[name].dim() != 4:
+                raise InputError(f"distill: the {role} has no 4-D tensor named '{name}'")
+    channels = [(s_values[s].shape[1], t_values[t].shape[1]) for s, t in maps]
+    embedding = _embedding(teacher, s_values, t_values) or (
+        student.output_names[0],
+        teacher.output_names[0],
+    )
+    return FeaturePlan(maps, channels, embedding)
+
+
+def _computed(module: GraphModule, values: dict[str, Tensor]) -> list[str]:
+    """Names of float tensors the graph computes, in execution order, outputs excluded."""
+    names = [name for node, _, _ in module.steps for name in node.output if name in values]
+    skip = set(module.output_names)
+    return [n for n in names if n not in skip and values[n].dtype.is_floating_point]
+
+
+def _stage_outputs(teacher, s_values, t_values) -> list[tuple[str, str]]:
+    last: dict[tuple[int, ...], str] = {}
+    for name in _computed(teacher, t_values):
+        t, s = t_values[name], s_values.get(name)
+        if t.dim() != 4 or s is None or s.dim() != 4 or s.shape[2:] != t.shape[2:]:
+            continue
+        if t.shape[2:].numel() > 1:
+            last[tuple(t.shape[2:])] = name
+    return [(name, name) for name in last.values()]
+
+
+def _embedding(teacher, s_values, t_values) -> tuple[str, str] | None:
+    shared = [
+        name
+        for name in _computed(teacher, t_values)
+        if t_values[name].dim() == 2 and name in s_values and s_values[name].dim() == 2
+    ]
+    return (shared[-1], shared[-1]) if shared else None

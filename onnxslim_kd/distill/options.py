@@ -1,0 +1,94 @@
+"""Options of a distillation run, shared by the library, the `distill` pass and the CLI.
+
+Kept free of torch so recipes and the command line are checked without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from onnxslim_kd.errors import InputError
+
+#: The loss terms; every strategy but `ce` and `kd` adds to logit KD, as in the CRD tables.
+LOSS_NAMES = ("ce", "kd", "hint", "at", "rkd", "sp")
+#: Weights of the feature terms when named alone: the CRD benchmark's betas.
+FEATURE_WEIGHTS = {"hint": 100.0, "at": 1000.0, "rkd": 1.0, "sp": 3000.0}
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass
+class DistillOptions:
+    """One run: losses, schedule and budget. Recipe keys and CLI flags use these names.
+
+    `loss` is a strategy name (`kd`, `ce`, `hint`, `at`, `rkd`, `sp`) or explicit weights
+    (`kd:0.9,ce:0.1,hint:50`). `pairs` (`STUDENT_TENSOR=TEACHER_TENSOR`) override the
+    automatic matching of feature maps by name.
+    """
+
+    epochs: int = 5
+    loss: str = "kd"
+    temperature: float = 4.0
+    alpha: float = 0.9
+    lr: float = 1e-4
+    batch: int = 64
+    optimizer: str = "adamw"
+    max_seconds: float | None = None
+    patience: int = 3
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    pairs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs must be positive": self.epochs > 0,
+            "batch must be positive": self.batch > 0,
+            "lr must be positive": self.lr > 0,
+            "temperature must be positive": self.temperature > 0,
+            "alpha must be in [0, 1]": 0.0 <= self.alpha <= 1.0,
+            "val_fraction must be in [0, 1)": 0.0 <= self.val_fraction < 1.0,
+            "patience must be positive": self.patience > 0,
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}": self.optimizer in OPTIMIZERS,
+            "max_seconds must be positive": self.max_seconds is None or self.max_seconds > 0,
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise ValueError(message)
+        self.loss_weights(labelled=True)
+        self.feature_pairs()
+
+    def loss_weights(self, labelled: bool) -> dict[str, float]:
+        """The weighted loss terms; hard-label CE joins KD (weight 1 - alpha) only with labels."""
+        spec = self.loss.replace(" ", "")
+        if ":" in spec:
+            weights = {}
+            for item in spec.split(","):
+                name, _, weight = item.partition(":")
+                try:
+                    weights[name] = float(weight)
+                except ValueError:
+                    raise ValueError(f"loss '{item}': expected NAME:WEIGHT") from None
+        elif spec == "ce":
+            weights = {"ce": 1.0}
+        else:
+            weights = {"kd": self.alpha, "ce": 1.0 - self.alpha} if labelled else {"kd": 1.0}
+            if spec in FEATURE_WEIGHTS:
+                weights[spec] = FEATURE_WEIGHTS[spec]
+            elif spec != "kd":
+                weights = {spec: 1.0}
+        unknown = sorted(set(weights) - set(LOSS_NAMES))
+        if unknown:
+            raise ValueError(f"unknown loss '{unknown[0]}' (known: {', '.join(LOSS_NAMES)})")
+        if not labelled and weights.get("ce"):
+            raise InputError("loss 'ce' needs labels, but the training data has none")
+        return {name: weight for name, weight in weights.items() if weight}
+
+    def feature_pairs(self) -> list[tuple[str, str]]:
+        """Explicit (student tensor, teacher tensor) pairs for the feature losses."""
+        pairs = []
+        for item in self.pairs:
+            student, sep, teacher = item.partition("=")
+            if not sep or not student or not teacher:
+                raise ValueError(f"pair '{item}': expected STUDENT_TENSOR=TEACHER_TENSOR")
+            pairs.append((student, teacher))
+        return pairs
