@@ -11,6 +11,7 @@ PASS_MODULES = (
     "onnxslim_kd.pipeline.builtin",
     "onnxslim_kd.prune.pass_",
     "onnxslim_kd.quantize.pass_",
+    "onnxslim_kd.distill.pass_",
 )
 
 for _module in PASS_MODULES:

@@ -19,10 +19,14 @@ from onnxslim_kd.errors import InputError
 
 @dataclass
 class PassContext:
-    """What a pass may use besides the model: data (if given) and concrete input shapes."""
+    """What a pass may use besides the model: data (if given) and concrete input shapes.
+
+    `original` is the model the pipeline started from (the teacher of `distill`).
+    """
 
     data: Dataset | None = None
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    original: onnx.ModelProto | None = None
 
 
 @dataclass

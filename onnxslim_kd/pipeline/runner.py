@@ -52,7 +52,7 @@ def compress(
     shapes = shapes or {}
     passes = build_passes(recipe if recipe is not None else DEFAULT_RECIPE)
     verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)
-    context = PassContext(data=data, shapes=shapes)
+    context = PassContext(data=data, shapes=shapes, original=model)
     records = []
     current = model
     for step in progress(passes, "compress", total=len(passes)):
