@@ -33,9 +33,12 @@ def weight_rows(an: Analysis, root: int) -> list[tuple[np.ndarray, np.ndarray]]:
         offset = 0
         for seg in item.layout.segments:
             if an.spaces.find(seg.space) == root:
-                block = np.take(value, np.arange(offset, offset + seg.width), axis=item.axis)
-                block = np.moveaxis(block, item.axis, 0).reshape(seg.stop - seg.start, -1)
-                rows.append((np.arange(seg.start, seg.stop), block.astype(np.float64)))
+                window = [slice(None)] * value.ndim
+                window[item.axis] = slice(offset, offset + seg.width)
+                block = np.moveaxis(value[tuple(window)], item.axis, 0)
+                rows.append(
+                    (np.arange(seg.start, seg.stop), block.reshape(seg.stop - seg.start, -1))
+                )
             offset += seg.width
     return rows
 
@@ -71,14 +74,14 @@ class L1(Criterion):
     name = "l1"
 
     def row_scores(self, rows: np.ndarray) -> np.ndarray:
-        return np.abs(rows).sum(axis=1)
+        return np.abs(rows).sum(axis=1, dtype=np.float64)
 
 
 class L2(Criterion):
     name = "l2"
 
     def row_scores(self, rows: np.ndarray) -> np.ndarray:
-        return np.sqrt((rows**2).sum(axis=1))
+        return np.sqrt(np.square(rows, dtype=np.float64).sum(axis=1))
 
 
 class FPGM(Criterion):
@@ -88,6 +91,7 @@ class FPGM(Criterion):
     name = "fpgm"
 
     def row_scores(self, rows: np.ndarray) -> np.ndarray:
+        rows = rows.astype(np.float64)
         squares = (rows**2).sum(axis=1)
         distances = squares[:, None] + squares[None, :] - 2 * rows @ rows.T
         return np.sqrt(np.maximum(distances, 0)).sum(axis=1)
