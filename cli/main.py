@@ -9,12 +9,12 @@ import argparse
 import sys
 import traceback
 
-from cli.commands import bench, compare, compress, distill, inspect, prune, quantize
+from cli.commands import bench, compare, compress, decompose, distill, inspect, prune, quantize
 from onnxslim_kd import progress
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.validate import BrokenModelError
 
-COMMANDS = (inspect, bench, compare, compress, prune, quantize, distill)
+COMMANDS = (inspect, bench, compare, compress, prune, decompose, quantize, distill)
 
 DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
 

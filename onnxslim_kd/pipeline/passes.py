@@ -10,6 +10,7 @@ import importlib
 PASS_MODULES = (
     "onnxslim_kd.pipeline.builtin",
     "onnxslim_kd.prune.pass_",
+    "onnxslim_kd.decompose.pass_",
     "onnxslim_kd.quantize.pass_",
     "onnxslim_kd.distill.pass_",
 )
