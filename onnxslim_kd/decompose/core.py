@@ -16,9 +16,10 @@ from onnxslim_kd.decompose.summary import DecomposeSummary, LayerDecision
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import resolve_shapes
 from onnxslim_kd.graph.names import NameScope
+from onnxslim_kd.graph.replace import replace_nodes
 from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.stats import macs_per_node
-from onnxslim_kd.graph.walk import clone, used_names
+from onnxslim_kd.graph.walk import clone
 
 
 def decompose(
@@ -74,7 +75,7 @@ def _decompose(
         decisions.append(decision)
         if replacement is not None:
             replacements[item.node.output[0]] = replacement
-    _rewrite(out.graph, replacements)
+    replace_nodes(out.graph, {k: (r.nodes, r.initializers) for k, r in replacements.items()})
     saved = sum(d.macs_before - d.macs_after for d in decisions if d.decomposed)
     summary = DecomposeSummary(
         strategy=selector.describe(),
@@ -116,25 +117,3 @@ def _decide(
             return decision, None
     decision.decomposed, decision.macs_after = True, after
     return decision, replacement
-
-
-def _rewrite(graph: onnx.GraphProto, replacements: dict[str, Replacement]) -> None:
-    """Swap each replaced node (keyed by its output) in place, then drop orphaned weights."""
-    if not replacements:
-        return
-    old_weights: set[str] = set()
-    nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        replacement = replacements.get(node.output[0]) if node.output else None
-        if replacement is None:
-            nodes.append(node)
-            continue
-        old_weights.update(node.input[1:2])
-        nodes.extend(replacement.nodes)
-        graph.initializer.extend(replacement.initializers)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    orphans = old_weights - used_names(graph)
-    for values in (graph.initializer, graph.input):
-        for value in [v for v in values if v.name in orphans]:
-            values.remove(value)
