@@ -199,3 +199,52 @@ def test_unknown_op_blocks_its_groups_and_leaves_the_model_alone():
     reasons = [r for group in summary.groups for r in group.reasons]
     assert "LRN node 'lrn1' is not understood" in reasons
     assert pruned.SerializeToString() == model.SerializeToString()
+
+
+def _dead_filters(model: onnx.ModelProto, conv: str, channels: list[int]) -> onnx.ModelProto:
+    """Zero the filters (not the biases) of `channels`: they output relu(bias), a constant."""
+    node = _node(model, conv)
+    tensor = next(t for t in model.graph.initializer if t.name == node.input[1])
+    value = onnx.numpy_helper.to_array(tensor).copy()
+    value[channels] = 0
+    tensor.CopyFrom(onnx.numpy_helper.from_array(value, tensor.name))
+    bias = next(t for t in model.graph.initializer if t.name == node.input[2])
+    bias.CopyFrom(onnx.numpy_helper.from_array(np.full(len(value), 0.7, np.float32), bias.name))
+    return model
+
+
+def _assert_exact(model, pruned):
+    from onnxslim_kd.data import random_data
+    from onnxslim_kd.graph.validate import compare_models
+
+    fidelity = compare_models(model, pruned, random_data(model, batch=2))
+    assert all(f.max_rel_diff <= 1e-5 for f in fidelity.values()), fidelity
+
+
+def test_constant_channels_fold_into_the_next_bias():
+    """Filters exactly zero but biases not: removing them must change nothing."""
+    g = Graph(shape=(2, 4, 4, 4))
+    x = g.op("Relu", [g.conv("input", 4, 8)])
+    y = g.op("Relu", [g.conv(x, 8, 6, k=1)])  # 1x1: the fold is exact
+    flat = g.op("Flatten", [g.op("Relu", [g.conv(y, 6, 6, k=1)])])
+    out = g.op("Gemm", [flat, g.weight(96, 5)])  # no bias input: one is added
+    model = _dead_filters(_dead_filters(g.model(out), "conv1", [0, 2, 4, 6]), "conv3", [1, 3, 5])
+    plan = {
+        "format": "onnxslim-kd/prune-plan/1",
+        "groups": {"conv1": {"keep": [1, 3, 5, 7]}, "conv3": {"keep": [0, 2, 4]}},
+    }
+    pruned, summary = prune(model, PruneOptions(plan=plan, keep_stem=False, round_to=1))
+    assert weights(pruned)["conv2:1"] == (6, 4, 1, 1) and weights(pruned)["gemm1:1"] == (48, 5)
+    assert "'conv2': folded 4 constant inputs into its bias" in summary.warnings
+    assert "'gemm1': folded 48 constant inputs into its bias" in summary.warnings  # 3 x 4 x 4
+    _assert_exact(model, pruned)
+
+
+def test_padded_consumer_is_reported_not_folded():
+    g = Graph()
+    model = _dead_filters(
+        g.model(g.conv(g.op("Relu", [g.conv("input", 4, 8)]), 8, 3)), "conv1", [0]
+    )
+    plan = {"format": "onnxslim-kd/prune-plan/1", "groups": {"conv1": {"keep": [1, 2, 3]}}}
+    _, summary = prune(model, PruneOptions(plan=plan, keep_stem=False, round_to=1))
+    assert "'conv2': constant channels dropped (padding: no exact fold)" in summary.warnings

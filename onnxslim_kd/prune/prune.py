@@ -16,6 +16,7 @@ from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.graph.walk import clone, node_label
 from onnxslim_kd.prune.analysis import Analysis, analyze
 from onnxslim_kd.prune.budget import Budget, estimated_macs, ratio_for_macs, select
+from onnxslim_kd.prune.fold import dead_spaces, fold_constant_channels
 from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
 from onnxslim_kd.prune.plan import plan_record, planned_keep
 from onnxslim_kd.prune.rewrite import apply_keep
@@ -123,6 +124,8 @@ def prune(
         out = clone(model)
         after = before
     else:
+        if dead_spaces(an, kept):
+            warnings += fold_constant_channels(an, kept, concrete)
         out = apply_keep(an, kept)
         after = model_stats(out, concrete)
     summary = PruneSummary(
