@@ -35,8 +35,8 @@ METHODS = {
 }
 DEFAULT_SAMPLES = 256
 DEFAULT_MEMORY_MB = 1024
-#: Copies of each activation alive while a chunk is histogrammed (session output, the
-#: stacked array, its flattened/absolute copy).
+#: Copies of each activation alive at once: onnxruntime's buffer and session output, and
+#: for histograms the stacked array and its flattened/absolute copy.
 _COPIES = 3
 _MAX_BATCH = 32
 
@@ -88,9 +88,11 @@ def calibrate(
         raise InputError(f"--max-calib-memory must be positive, got {memory_mb}")
     subset = data.subset(samples)
     count = len(subset)
-    per_sample = _activation_bytes(model, subset) * _COPIES if method != "minmax" else 0
-    chunk = count if not per_sample else max(1, min(count, memory_mb * 2**20 // per_sample))
-    batch = fixed_batch(model) or min(chunk, _MAX_BATCH)
+    per_sample = _activation_bytes(model, subset) * _COPIES
+    fits = max(1, min(count, memory_mb * 2**20 // per_sample))
+    # MinMax keeps only reduced ranges between batches, so only the batch must fit
+    chunk = count if method == "minmax" else fits
+    batch = fixed_batch(model) or min(fits, _MAX_BATCH)
     if fixed_batch(model):  # a fixed-batch model cannot take a smaller last batch
         count = count // batch * batch
         if not count:
@@ -113,7 +115,7 @@ def calibrate(
         samples=count,
         chunk_samples=chunk,
         batch=batch,
-        estimated_peak_mb=round(per_sample * chunk / 2**20, 1),
+        estimated_peak_mb=round(per_sample * (batch if method == "minmax" else chunk) / 2**20, 1),
         memory_budget_mb=memory_mb,
     )
     return cache, report
