@@ -9,12 +9,22 @@ import argparse
 import sys
 import traceback
 
-from cli.commands import bench, compare, compress, decompose, distill, inspect, prune, quantize
+from cli.commands import (
+    bench,
+    check,
+    compare,
+    compress,
+    decompose,
+    distill,
+    inspect,
+    prune,
+    quantize,
+)
 from onnxslim_kd import progress
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.validate import BrokenModelError
 
-COMMANDS = (inspect, bench, compare, compress, prune, decompose, quantize, distill)
+COMMANDS = (inspect, bench, compare, compress, prune, decompose, quantize, distill, check)
 
 DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
 

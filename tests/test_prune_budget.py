@@ -175,3 +175,15 @@ def test_cli_prune_then_compress_recipe(cli, tmp_path, digits):
     assert record["passes"][1]["summary"]["groups_pruned"] == 8
     assert record["after"]["macs"] < record["before"]["macs"]
     assert onnx.load(str(out)).graph.output[0].name == "logits"
+
+
+def test_mean_compensation_with_data_brings_outputs_closer(digits):
+    model = sk.load(digits / "model.onnx")
+    calib = sk.load_data(digits / "calib.npz", model)
+    test = sk.load_data(digits / "test.npz", model)
+    plain, _ = prune(model, PruneOptions(ratio=0.1, compensate=False), calib)
+    compensated, summary = prune(model, PruneOptions(ratio=0.1), calib)
+    assert any("mean-compensated inputs into its bias" in w for w in summary.warnings)
+    sqnr_plain = sk.compare_models(model, plain, test)["logits"].sqnr_db
+    sqnr_compensated = sk.compare_models(model, compensated, test)["logits"].sqnr_db
+    assert sqnr_compensated > sqnr_plain + 1.0

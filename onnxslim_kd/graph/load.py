@@ -10,6 +10,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.walk import all_tensors
 
 #: Default-domain opsets we read and write. Below 11 the op semantics differ too much
 #: (Resize, Pad, Slice as attributes); above 21 is newer than the passes are tested on.
@@ -36,17 +37,23 @@ def load(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-def uses_external_data(model: onnx.ModelProto) -> bool:
-    """True when any initializer of a model loaded without data points to external files."""
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL
-        for t in external_data_helper._get_all_tensors(model)
-    )
-
-
 def file_uses_external_data(path: str | os.PathLike) -> bool:
     """Whether the model file at `path` keeps tensors in external data files."""
-    return uses_external_data(onnx.load(str(path), load_external_data=False))
+    return bool(external_files(path))
+
+
+def external_files(path: str | os.PathLike) -> list[Path]:
+    """The external-data files the model at `path` references (none when self-contained)."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    names = {
+        entry.value
+        for tensor in all_tensors(model)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path.parent / name for name in sorted(names)]
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -68,7 +75,7 @@ def check_opset(model: onnx.ModelProto, path: str | os.PathLike = "model") -> No
 
 def _check_external_files(model: onnx.ModelProto, base: Path, path: Path) -> None:
     """Fail early and clearly when an external-data file is missing or too short."""
-    for tensor in external_data_helper._get_all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}

@@ -1,36 +1,45 @@
-"""Fold constant channels into the next layer's bias before they are removed.
+"""Compensate removed channels in the next layer's bias before they are removed.
 
-A channel whose filter is all zero still outputs a constant (its bias, or BN beta
-through an activation). Removing it silently drops that constant from the consumer;
-folding `sum(W[:, c]) * value` into the consumer's bias first makes removing such
-channels exact. Only consumers where the fold is exact get it: Gemm, and Conv without
-padding or with 1x1 kernels (padding would make border outputs see fewer taps).
+A removed channel still fed the consumer something: exactly a constant when its filter
+is zero (its bias, or BN beta through an activation), and a value with some mean in
+general. Folding `sum(W[:, c]) * value_c` into the consumer's bias keeps that part:
+- without data, only channels that are constant on two random probes are folded, and
+  only where the fold is exact (Gemm, and Conv without padding or with 1x1 kernels);
+- with calibration data, every removed channel is replaced by its mean activation
+  (mean replacement), which is approximate but keeps the consumer's operating point.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from onnxslim_kd.data import random_data
+from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.walk import attribute, clone
 from onnxslim_kd.prune.analysis import Analysis, ParamSlice
 from onnxslim_kd.prune.budget import keep_lookup
-from onnxslim_kd.prune.layout import kept_positions
+from onnxslim_kd.prune.layout import Layout, kept_positions
 
 #: Relative spread below which a channel counts as constant on the probe inputs.
 CONSTANT_TOLERANCE = 1e-6
+#: Calibration samples used to estimate the mean activation of removed channels.
+MEAN_SAMPLES = 64
 
 
 def dead_spaces(an: Analysis, kept: dict[int, np.ndarray]) -> bool:
-    """Whether a removed channel has an all-zero producing filter (the only case to fold)."""
+    """Whether a removed channel has an all-zero producing filter (the only case to fold
+    without data)."""
     for item in an.slices:
         value = an.const(an.graph.node[item.node].input[item.input_index])
-        if value is None or value.ndim < 2 or item.node not in _producers(an, item):
+        if value is None or value.ndim < 2 or item.node not in _producers(an, item.layout):
             continue
-        positions = _removed_positions(an, item.layout, kept)
+        positions = _removed(an, item.layout, kept)
         if not len(positions):
             continue
         removed = np.take(value, positions, axis=item.axis)
@@ -40,55 +49,74 @@ def dead_spaces(an: Analysis, kept: dict[int, np.ndarray]) -> bool:
     return False
 
 
-def _producers(an: Analysis, item) -> set[int]:
-    return {i for seg in item.layout.segments for i in an.origins.get(seg.space, [])}
-
-
-def _removed_positions(an: Analysis, layout, kept) -> np.ndarray:
-    return np.setdiff1d(np.arange(layout.size), kept_positions(layout, keep_lookup(an, kept)))
-
-
-def fold_constant_channels(an: Analysis, kept: dict[int, np.ndarray], shapes) -> list[str]:
-    """Move constant removed channels into consumer biases in `an.model`; return notes."""
+def compensate_removed(
+    an: Analysis, kept: dict[int, np.ndarray], shapes: dict, data: Dataset | None
+) -> list[str]:
+    """Fold removed channels into consumer biases in `an.model`; return what was done."""
     consumers = {
         index: source
         for index, (source, out) in an.node_layouts.items()
-        if source is not None and source is not out
+        if source is not None and source is not out and len(_removed(an, source, kept))
     }
-    probe = clone(an.model)
-    del probe.graph.output[:]
-    names = list(dict.fromkeys(an.graph.node[i].input[0] for i in consumers))
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    session = make_session(probe)
-    runs = [session.run(names, random_data(an.model, shapes, seed=seed).inputs) for seed in (0, 1)]
-    values = {name: np.concatenate(parts) for name, *parts in zip(names, *runs, strict=True)}
+    if not consumers:
+        return []
+    stats = _input_statistics(an, consumers, shapes, data)
     notes = []
     for index, source in consumers.items():
         node = an.graph.node[index]
-        activation = values[node.input[0]]
-        removed = _removed_positions(an, source, kept)
-        constants = _constant_channels(activation, source.axis, removed)
-        if not constants:
+        mean, low, high = stats[node.input[0]]
+        removed = _removed(an, source, kept)
+        if data is None:
+            spread = np.abs(high - low)[removed] <= CONSTANT_TOLERANCE * np.abs(mean[removed])
+            removed = removed[spread & (mean[removed] != 0)]
+            if not len(removed):
+                continue
+            if node.op_type == "Conv" and _padded(node, an):
+                notes.append(f"'{node.name}': constant channels dropped (padding: no exact fold)")
+                continue
+        if node.op_type not in ("Conv", "Gemm") or not _fold(an, index, removed, mean[removed]):
+            notes.append(f"'{node.name}': removed inputs not compensated (no bias to fold into)")
             continue
-        if node.op_type == "Conv" and _padded(node, an):
-            notes.append(f"'{node.name}': constant channels dropped (padding: no exact fold)")
-            continue
-        if node.op_type not in ("Conv", "Gemm") or not _fold(an, index, constants):
-            notes.append(f"'{node.name}': constant channels dropped (no bias to fold into)")
-            continue
-        notes.append(f"'{node.name}': folded {len(constants)} constant inputs into its bias")
+        how = "constant" if data is None else "mean-compensated"
+        notes.append(f"'{node.name}': folded {len(removed)} {how} inputs into its bias")
     return notes
 
 
-def _constant_channels(activation: np.ndarray, axis: int, removed: np.ndarray) -> dict[int, float]:
-    moved = np.moveaxis(activation, axis, 0).reshape(activation.shape[axis], -1)
-    found = {}
-    for position in removed:
-        row = moved[position]
-        value = float(row[0])
-        if value != 0 and np.abs(row - value).max() <= CONSTANT_TOLERANCE * abs(value):
-            found[int(position)] = value
-    return found
+def _producers(an: Analysis, layout: Layout) -> set[int]:
+    return {i for seg in layout.segments for i in an.origins.get(seg.space, [])}
+
+
+def _removed(an: Analysis, layout: Layout, kept: dict[int, np.ndarray]) -> np.ndarray:
+    return np.setdiff1d(np.arange(layout.size), kept_positions(layout, keep_lookup(an, kept)))
+
+
+def _input_statistics(
+    an: Analysis, consumers: dict[int, Layout], shapes: dict, data: Dataset | None
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Mean, min and max of every position along each consumer input's channel axis."""
+    axes = {an.graph.node[i].input[0]: source.axis for i, source in consumers.items()}
+    names = list(axes)
+    probe = clone(an.model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    session = make_session(probe)
+    sums, lows, highs, count = {}, {}, {}, dict.fromkeys(names, 0)
+    for feeds in _feeds(an, shapes, data):
+        for name, value in zip(names, session.run(names, feeds), strict=True):
+            rows = np.moveaxis(value, axes[name], 0).reshape(value.shape[axes[name]], -1)
+            sums[name] = sums.get(name, 0) + rows.sum(axis=1, dtype=np.float64)
+            lows[name] = np.minimum(lows.get(name, np.inf), rows.min(axis=1))
+            highs[name] = np.maximum(highs.get(name, -np.inf), rows.max(axis=1))
+            count[name] += rows.shape[1]
+    return {n: (sums[n] / count[n], lows[n], highs[n]) for n in names}
+
+
+def _feeds(an: Analysis, shapes: dict, data: Dataset | None) -> Iterator[dict]:
+    if data is None:
+        for seed in (0, 1):
+            yield random_data(an.model, shapes, seed=seed).inputs
+        return
+    yield from data.subset(MEAN_SAMPLES).batches(fixed_batch(an.model) or 16)
 
 
 def _padded(node: onnx.NodeProto, an: Analysis) -> bool:
@@ -98,19 +126,16 @@ def _padded(node: onnx.NodeProto, an: Analysis) -> bool:
     return any(k > 1 for k in kernel) and (any(pads) or auto_pad not in (b"NOTSET", b"VALID"))
 
 
-def _fold(an: Analysis, index: int, constants: dict[int, float]) -> bool:
+def _fold(an: Analysis, index: int, positions: np.ndarray, values: np.ndarray) -> bool:
     """bias += sum_c value_c * W[:, c] (summed over the kernel), on a private bias copy."""
     node = an.graph.node[index]
     weight = an.const(node.input[1]).astype(np.float64)
-    positions = np.array(list(constants))
-    scale = np.array(list(constants.values()))
     if node.op_type == "Conv":
-        delta = np.einsum(
-            "ocx,c->o", weight[:, positions].reshape(len(weight), len(positions), -1), scale
-        )
+        taps = weight[:, positions].reshape(len(weight), len(positions), -1)
+        delta = np.einsum("ocx,c->o", taps, values)
     else:
         matrix = weight.T if attribute(node, "transB", 0) else weight
-        delta = attribute(node, "alpha", 1.0) * (scale @ matrix[positions])
+        delta = attribute(node, "alpha", 1.0) * (values @ matrix[positions])
     return _add_to_bias(an, index, delta)
 
 
@@ -123,13 +148,12 @@ def _add_to_bias(an: Analysis, index: int, delta: np.ndarray) -> bool:
         return False
     if bias is None:
         bias = np.zeros(len(delta), np.float32)
-        out = an.node_layouts[index][1]
-        an.slices.append(ParamSlice(index, 2, 0, out.with_axis(0, 1)))
+        an.slices.append(ParamSlice(index, 2, 0, an.node_layouts[index][1].with_axis(0, 1)))
     new = (bias.astype(np.float64) + delta / beta).astype(np.float32)
     private = f"{node.name or node.output[0]}.folded_bias"
-    an.model.graph.initializer.append(numpy_helper.from_array(new, private))
-    an.initializers[private] = an.model.graph.initializer[-1]
-    an._constants.pop(private, None)
+    tensor = numpy_helper.from_array(new, private)
+    an.model.graph.initializer.append(tensor)
+    an.initializers[private] = tensor
     while len(node.input) < 3:
         node.input.append("")
     node.input[2] = private

@@ -16,7 +16,7 @@ from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.graph.walk import clone, node_label
 from onnxslim_kd.prune.analysis import Analysis, analyze
 from onnxslim_kd.prune.budget import Budget, estimated_macs, ratio_for_macs, select
-from onnxslim_kd.prune.fold import dead_spaces, fold_constant_channels
+from onnxslim_kd.prune.fold import compensate_removed, dead_spaces
 from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
 from onnxslim_kd.prune.plan import plan_record, planned_keep
 from onnxslim_kd.prune.rewrite import apply_keep
@@ -36,6 +36,7 @@ class PruneOptions:
     keep_stem: bool = True
     seed: int = 0
     plan: dict | None = None
+    compensate: bool = True  # fold removed channels' constant/mean output into the next bias
 
     def __post_init__(self) -> None:
         if not 0 <= self.ratio < 1:
@@ -124,8 +125,8 @@ def prune(
         out = clone(model)
         after = before
     else:
-        if dead_spaces(an, kept):
-            warnings += fold_constant_channels(an, kept, concrete)
+        if options.compensate and (data is not None or dead_spaces(an, kept)):
+            warnings += compensate_removed(an, kept, concrete, data)
         out = apply_keep(an, kept)
         after = model_stats(out, concrete)
     summary = PruneSummary(
@@ -156,8 +157,9 @@ def _apply_exclusions(an: Analysis, options: PruneOptions) -> list[str]:
 
 
 def _block_node(an: Analysis, index: int, reason: str) -> None:
-    node = an.graph.node[index]
-    for name in [*node.input, *node.output]:
+    """Keep the channels a node produces (its inputs may still shrink, as in Torch-Pruning's
+    ignored layers)."""
+    for name in an.graph.node[index].output:
         if (lay := an.layout(name)) is not None:
             an.block(lay, reason)
 

@@ -1,0 +1,104 @@
+"""`onnxslim-kd check`: a CI gate on a compressed model against its baseline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.load import external_files, load
+from onnxslim_kd.report.comparison import compare_before_after
+from onnxslim_kd.report.environment import environment
+from onnxslim_kd.report.gate import Limit, evaluate_limits
+from onnxslim_kd.report.table import markdown_table
+
+EXAMPLES = """examples:
+  onnxslim-kd check model.slim.onnx --baseline model.onnx --data test.npz \\
+      --max-drop 0.01 --min-speedup 2 --max-size-mb 5 --markdown gate.md
+
+exit codes: 0 every limit holds, 1 a limit fails (named on stderr), 2 bad input
+"""
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        parents=[common],
+        help="CI gate: fidelity, latency and size of CANDIDATE against --baseline",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("candidate", help="the compressed model")
+    parser.add_argument("--baseline", required=True, help="the original model")
+    add_data_options(parser, required=True)
+    parser.add_argument("--max-drop", type=float, help="allowed accuracy drop, a fraction")
+    parser.add_argument("--min-speedup", type=float, help="required latency speed-up")
+    parser.add_argument("--max-size-mb", type=float, help="largest allowed size on disk")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
+    parser.add_argument("--runs", type=int, default=100, help="interleaved timed runs (100)")
+    add_json_option(parser, "the gate record")
+    parser.add_argument("--markdown", metavar="FILE", help="write the summary (PR comment)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_drop is not None and not 0 <= args.max_drop <= 1:
+        raise InputError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+    if args.runs < 1:
+        raise InputError("--runs must be >= 1")
+    baseline, candidate = load(args.baseline), load(args.candidate)
+    data = data_from(args, baseline, args.data)
+    comparison = compare_before_after(baseline, candidate, data, threads=args.threads,
+                                      runs=args.runs)  # fmt: skip
+    limits = evaluate_limits(
+        comparison,
+        size_on_disk(Path(args.candidate)),
+        max_drop=args.max_drop,
+        min_speedup=args.min_speedup,
+        max_size_mb=args.max_size_mb,
+    )
+    record = {
+        "candidate": args.candidate,
+        "baseline": args.baseline,
+        "passed": all(limit.passed for limit in limits),
+        "limits": [limit.as_dict() for limit in limits],
+        "environment": environment(args.threads),
+        **comparison.as_dict(),
+    }
+    emit_json(args.json, record)
+    summary = render(comparison.rows(), limits)
+    if args.markdown:
+        Path(args.markdown).write_text(summary + "\n")
+    say(args, summary)
+    failed = [limit for limit in limits if not limit.passed]
+    for limit in failed:
+        message = f"{limit.name} {_fmt(limit.measured)} (allowed {limit.allowed})"
+        print(f"onnxslim-kd: check failed: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def size_on_disk(path: Path) -> int:
+    """The model file plus the external-data files beside it that it references."""
+    return path.stat().st_size + sum(f.stat().st_size for f in external_files(path))
+
+
+def render(rows: list[tuple[str, str, str, str]], limits: list[Limit]) -> str:
+    """Markdown for a pull-request comment: verdict, limits, then the comparison."""
+    verdict = "PASSED" if all(limit.passed for limit in limits) else "FAILED"
+    gate = [
+        (limit.name, _fmt(limit.measured), limit.allowed, "pass" if limit.passed else "FAIL",
+         limit.detail)
+        for limit in limits
+    ]  # fmt: skip
+    parts = [f"### onnxslim-kd check: {verdict}"]
+    if gate:
+        parts.append(markdown_table(["limit", "measured", "allowed", "result", "how"], gate))
+    parts.append(markdown_table(["", "baseline", "candidate", "change"], rows))
+    return "\n\n".join(parts)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

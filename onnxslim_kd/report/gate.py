@@ -1,0 +1,57 @@
+"""CI gate: does a candidate model stay within the limits set against its baseline?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from onnxslim_kd.report.comparison import Comparison
+
+
+@dataclass
+class Limit:
+    """One checked limit: what was measured against what was allowed."""
+
+    name: str
+    measured: float | None
+    allowed: float
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy_drop(comparison: Comparison) -> tuple[float | None, str]:
+    """Accuracy drop with labels, else 1 - top-1 agreement with the baseline."""
+    if comparison.accuracy_before is not None and comparison.accuracy_after is not None:
+        return comparison.accuracy_before - comparison.accuracy_after, "accuracy drop"
+    agreements = [
+        f.top1_agreement for f in comparison.fidelity.values() if f.top1_agreement is not None
+    ]
+    if not agreements:
+        return None, "no classification output to measure a drop on"
+    return 1.0 - min(agreements), "1 - top-1 agreement"
+
+
+def evaluate_limits(
+    comparison: Comparison,
+    candidate_size_bytes: int,
+    *,
+    max_drop: float | None = None,
+    min_speedup: float | None = None,
+    max_size_mb: float | None = None,
+) -> list[Limit]:
+    """Check each limit that was set; a limit that cannot be measured fails."""
+    limits = []
+    if max_drop is not None:
+        drop, how = accuracy_drop(comparison)
+        passed = drop is not None and drop <= max_drop + 1e-12
+        limits.append(Limit("max-drop", drop, max_drop, passed, how))
+    if min_speedup is not None:
+        speedup = comparison.latency.latencies[-1].speedup if comparison.latency else None
+        passed = speedup is not None and speedup >= min_speedup
+        limits.append(Limit("min-speedup", speedup, min_speedup, passed, "ratio of medians"))
+    if max_size_mb is not None:
+        size = candidate_size_bytes / 1e6
+        limits.append(Limit("max-size-mb", size, max_size_mb, size <= max_size_mb, "on disk"))
+    return limits

@@ -1,0 +1,60 @@
+"""`onnxslim-kd check`: the CI gate's verdicts and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import onnxslim_kd as sk
+from onnxslim_kd.prune.prune import PruneOptions, prune
+
+
+def _pruned(tmp_path, digits):
+    model = sk.load(digits / "model.onnx")
+    return sk.save(prune(model, PruneOptions(ratio=0.5))[0], tmp_path / "pruned.onnx")
+
+
+def test_passes_when_every_limit_holds(cli, tmp_path, digits):
+    candidate = sk.save(sk.canonicalize(sk.load(digits / "model.onnx"))[0], tmp_path / "c.onnx")
+    markdown = tmp_path / "gate.md"
+    result = cli("check", candidate, "--baseline", digits / "model.onnx",
+                 "--data", digits / "test.npz", "--max-drop", "0", "--min-speedup", "0.5",
+                 "--max-size-mb", "10", "--runs", "10", "--markdown", markdown,
+                 "--json", tmp_path / "gate.json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert markdown.read_text().startswith("### onnxslim-kd check: PASSED")
+    record = json.loads((tmp_path / "gate.json").read_text())
+    assert record["passed"] is True
+    assert [limit["name"] for limit in record["limits"]] == ["max-drop", "min-speedup",
+                                                            "max-size-mb"]  # fmt: skip
+    assert record["limits"][0]["measured"] == 0.0
+
+
+def test_fails_naming_the_limit(cli, tmp_path, digits):
+    candidate = _pruned(tmp_path, digits)
+    result = cli("check", candidate, "--baseline", digits / "model.onnx",
+                 "--data", digits / "test.npz", "--max-drop", "0.01", "--max-size-mb", "100",
+                 "--runs", "5")  # fmt: skip
+    assert result.code == 1
+    assert "check failed: max-drop" in result.stderr and "max-size-mb" not in result.stderr
+    assert "### onnxslim-kd check: FAILED" in result.stdout
+
+
+def test_without_labels_the_drop_is_top1_disagreement(cli, tmp_path, digits):
+    import numpy as np
+
+    unlabeled = tmp_path / "unlabeled.npz"
+    np.savez(unlabeled, input=np.load(digits / "test.npz")["input"][:100])
+    candidate = _pruned(tmp_path, digits)
+    result = cli("check", candidate, "--baseline", digits / "model.onnx", "--data", unlabeled,
+                 "--max-drop", "0.01", "--runs", "5", "--json", "-")  # fmt: skip
+    limit = json.loads(result.stdout)["limits"][0]
+    assert result.code == 1 and limit["detail"] == "1 - top-1 agreement"
+
+
+def test_bad_input_exits_2(cli, tmp_path, digits):
+    result = cli("check", digits / "model.onnx", "--baseline", digits / "model.onnx",
+                 "--data", digits / "test.npz", "--max-drop", "2")  # fmt: skip
+    assert result.code == 2 and "--max-drop is a fraction" in result.stderr
+    result = cli("check", tmp_path / "nope.onnx", "--baseline", digits / "model.onnx",
+                 "--data", digits / "test.npz")  # fmt: skip
+    assert result.code == 2 and "no such file" in result.stderr
