@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import onnx
 
 from onnxslim_kd.data import Dataset, Preprocess, load_data
+from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import parse_shapes
 
 
@@ -91,3 +93,12 @@ def say(args: argparse.Namespace, text: str) -> None:
         return
     stream = sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
     print(text, file=stream)
+
+
+def refuse_overwrite(output: str | Path, *inputs: str | Path) -> None:
+    """Fail before any work when the output path names one of the input files."""
+    for path in inputs:
+        if Path(output).exists() and Path(path).exists() and os.path.samefile(output, path):
+            raise InputError(
+                f"{output}: refusing to overwrite the input model; choose another output"
+            )

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from cli.commands.common import (
+    add_data_options,
+    add_json_option,
+    data_from,
+    emit_json,
+    refuse_overwrite,
+    say,
+)
 from onnxslim_kd.distill import require_torch
 from onnxslim_kd.distill.options import LOSS_NAMES, DistillOptions
 from onnxslim_kd.errors import InputError
@@ -14,7 +21,7 @@ from onnxslim_kd.report.table import markdown_table
 
 EXAMPLES = """examples:
   onnxslim-kd distill pruned.onnx -o pruned.kd.onnx --teacher model.onnx \\
-      --data samples/digits/train.npz --eval-data samples/digits/calib.npz --epochs 5
+      --data samples/digits/train.npz --eval-data val.npz --epochs 5
   onnxslim-kd distill small.onnx -o small.kd.onnx --teacher a.onnx --teacher b.onnx \\
       --data train.npz --loss hint --temperature 2 --max-seconds 600 --json report.json
   onnxslim-kd distill small.onnx -o out.onnx --teacher model.onnx --data unlabelled.npz \\
@@ -42,7 +49,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_data_options(parser, required=True)
     parser.add_argument("--eval-data", metavar="DATA",
                         help="held-out data for best-epoch selection (default: hold out "
-                        f"{defaults.val_fraction:.0%} of --data)")  # fmt: skip
+                        f"{defaults.val_fraction * 100:g}%% of --data)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(%(default)s)")
     parser.add_argument("--loss", default=defaults.loss,
                         help=f"{'|'.join(LOSS_NAMES)} or NAME:W,... (%(default)s)")  # fmt: skip
@@ -76,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise InputError(f"distill: {exc}") from exc
+    refuse_overwrite(args.output, args.student, *args.teacher)
     student = load(args.student)
     teachers = [load(path) for path in args.teacher]
     data = data_from(args, student, args.data)

@@ -26,7 +26,7 @@ class FeaturePlan:
     embedding: tuple[str, str]
 
     def as_dict(self) -> dict:
-        return {"maps": [list(p) for p in self.maps], "embedding": self.embedding}
+        return {"maps": [list(p) for p in self.maps], "embedding": list(self.embedding)}
 
 
 def plan_features(
