@@ -142,3 +142,14 @@ def test_python_dash_m_entry_point(digits):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["nodes"] == 37
+
+
+def test_bench_profile_breaks_time_down_by_op_type(cli, tmp_path, digits):
+    report = tmp_path / "bench.json"
+    result = cli("bench", digits / "model.onnx", "--runs", "5", "--warmup", "1", "--profile",
+                 "--json", report)  # fmt: skip
+    assert result.code == 0, result.stderr
+    profile = json.loads(report.read_text())["profile"]["model.onnx"]
+    assert next(iter(profile)) == "Conv"  # the digits CNN spends its time in convolutions
+    assert sum(entry["share"] for entry in profile.values()) == pytest.approx(1.0, abs=0.01)
+    assert "op type (ms/run, share)" in result.stdout

@@ -16,6 +16,7 @@ from cli.commands.common import (
     shapes_from,
 )
 from onnxslim_kd.bench.latency import BenchResult, bench
+from onnxslim_kd.bench.profile import op_type_profile
 from onnxslim_kd.data import random_data
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import fixed_batch
@@ -48,6 +49,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per model (10)")
     add_json_option(parser, "the timings and environment")
     parser.add_argument("--markdown", metavar="FILE", help="write the summary table to FILE")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="add the per-op-type time from onnxruntime's profiler",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -63,12 +69,28 @@ def run(args: argparse.Namespace) -> int:
         feeds = data.first(batch) if data else random_data(model, shapes, batch=batch).inputs
         entries.append((Path(path).name, model, feeds))
     result = bench(entries, threads=args.threads, runs=args.runs, warmup=args.warmup)
-    emit_json(args.json, result.as_dict())
+    record = result.as_dict()
     table = render(result)
+    if args.profile:
+        profiles = {label: op_type_profile(m, f, threads=args.threads) for label, m, f in entries}
+        record["profile"] = profiles
+        table += "\n\n" + render_profiles(profiles)
+    emit_json(args.json, record)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
     say(args, table)
     return 0
+
+
+def render_profiles(profiles: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One table: time per op type for each model."""
+    ops = list(dict.fromkeys(op for profile in profiles.values() for op in profile))
+    rows = [[op, *(_profile_cell(profile.get(op)) for profile in profiles.values())] for op in ops]
+    return markdown_table(["op type (ms/run, share)", *profiles], rows)
+
+
+def _profile_cell(entry: dict[str, float] | None) -> str:
+    return "-" if entry is None else f"{entry['ms_per_run']:.3f} ({entry['share']:.0%})"
 
 
 def render(result: BenchResult) -> str:
