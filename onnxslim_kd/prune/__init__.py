@@ -1,0 +1,1 @@
+"""Structured channel pruning with dependency propagation (see docs/prune.md)."""
