@@ -53,8 +53,8 @@ def _entry(item: Any, path: Path) -> dict[str, Any]:
 
 def build_passes(entries: list[dict[str, Any]]) -> list[Pass]:
     """Instantiate every pass of a recipe up front, so option errors come before any work."""
-    passes = []
+    built = []
     for entry in entries:
         options = dict(entry)
-        passes.append(build_pass(options.pop("name"), options))
-    return passes
+        built.append(build_pass(options.pop("name"), options))
+    return built

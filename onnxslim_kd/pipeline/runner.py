@@ -8,6 +8,7 @@ from typing import Any
 
 import onnx
 
+from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
@@ -16,7 +17,7 @@ from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
 from onnxslim_kd.pipeline.registry import PassContext
 from onnxslim_kd.progress import progress
-from onnxslim_kd.report.comparison import Comparison, compare_before_after
+from onnxslim_kd.report.comparison import Comparison, bench_feeds, compare_before_after
 
 #: Samples each pass is verified on: enough to catch a broken rewrite, cheap to run.
 VERIFY_SAMPLES = 64
@@ -24,14 +25,22 @@ VERIFY_SAMPLES = 64
 
 @dataclass
 class CompressResult:
-    """The final model, the per-pass records and the before/after comparison."""
+    """The final model, the per-pass records and the before/after comparison.
+
+    `comparison.latency` times the original and every stage's output interleaved in one
+    run, so the per-stage speed-ups share one noise floor.
+    """
 
     model: onnx.ModelProto
     passes: list[dict[str, Any]]
     comparison: Comparison
 
     def as_dict(self) -> dict:
-        return {"passes": self.passes, **self.comparison.as_dict()}
+        latency = self.comparison.latency
+        stages = (
+            [lat.as_dict() | {"stage": lat.label} for lat in latency.latencies] if latency else []
+        )
+        return {"passes": self.passes, "stages": stages, **self.comparison.as_dict()}
 
 
 def compress(
@@ -43,6 +52,7 @@ def compress(
     shapes: dict[str, list[int]] | None = None,
     threads: int | None = None,
     bench_runs: int = 50,
+    bench_batch: int = 1,
 ) -> CompressResult:
     """Run `recipe` (default: DEFAULT_RECIPE) on `model`, verifying every pass.
 
@@ -54,6 +64,7 @@ def compress(
     verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)
     context = PassContext(data=data, shapes=shapes, original=model)
     records = []
+    stages = [("original", model)]
     current = model
     for step in progress(passes, "compress", total=len(passes)):
         start = time.perf_counter()
@@ -75,7 +86,10 @@ def compress(
             }
         )
         current = result.model
-    comparison = compare_before_after(
-        model, current, eval_data or data, shapes=shapes, threads=threads, runs=bench_runs
-    )
+        stages.append((step.name, current))
+    comparison = compare_before_after(model, current, eval_data or data, shapes=shapes, runs=0)
+    if bench_runs:
+        feeds = bench_feeds(model, eval_data or data, shapes, bench_batch)
+        timed = [(label, stage, feeds) for label, stage in stages]
+        comparison.latency = bench(timed, threads=threads, runs=bench_runs)
     return CompressResult(current, records, comparison)

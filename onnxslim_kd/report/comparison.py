@@ -99,12 +99,21 @@ def compare_before_after(
         comparison.accuracy_before = accuracy(ref_out[first], evaluation.labels)
         comparison.accuracy_after = accuracy(cand_out[first], evaluation.labels)
     if runs:
-        batch = fixed_batch(before) or 1
-        feeds = evaluation.first(batch) if data is not None else random_data(before, shapes).inputs
+        feeds = bench_feeds(before, data, shapes)
         comparison.latency = bench(
             [("before", before, feeds), ("after", after, feeds)], threads=threads, runs=runs
         )
     return comparison
+
+
+def bench_feeds(
+    model: onnx.ModelProto, data: Dataset | None, shapes: dict[str, list[int]], batch: int = 1
+) -> dict:
+    """Inputs to time a model on: real samples when there is data, else seeded noise."""
+    batch = fixed_batch(model) or batch
+    if data is not None:
+        return data.first(batch)
+    return random_data(model, shapes, batch=batch).inputs
 
 
 def _ratio(before: float | None, after: float | None) -> str:
