@@ -131,3 +131,15 @@ def test_decompose_never_mutates_its_input(digits):
     out, _ = decompose(model, make_selector(rank_ratio=0.25))
     assert model.SerializeToString() == before
     assert np.isfinite(run(out, load_data(digits / "calib.npz", model).subset(8))["logits"]).all()
+
+
+def test_works_after_pruning_and_before_quantization(cli, tmp_path, digits):
+    pruned, low_rank, int8 = (tmp_path / f"{n}.onnx" for n in ("pruned", "lr", "int8"))
+    assert cli("prune", digits / "model.onnx", "-o", pruned, "--ratio", "0.25", "-q").code == 0
+    result = cli("decompose", pruned, "-o", low_rank, "--rank-ratio", "0.25", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["layers_decomposed"] > 0
+    result = cli("quantize", low_rank, "-o", int8, "--data", digits / "calib.npz",
+                 "--samples", "32", "--bench-runs", "0", "-q")  # fmt: skip
+    assert result.code == 0, result.stderr
+    check(load(int8))
