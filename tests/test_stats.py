@@ -54,3 +54,12 @@ def test_dynamic_spatial_dims_need_a_shape():
     dims[2].dim_param = "height"
     with pytest.raises(InputError, match="dynamic axis 2; give its shape"):
         model_stats(model)
+
+
+def test_quantized_weights_still_count_as_parameters(digits):
+    import onnxslim_kd as sk
+    from onnxslim_kd.quantize.api import quantize_model
+
+    model = sk.load(digits / "model.onnx")
+    quantized, _ = quantize_model(model, sk.load_data(digits / "calib.npz", model, samples=32))
+    assert model_stats(quantized).params == model_stats(model).params

@@ -14,10 +14,16 @@ from onnxslim_kd.graph.load import opset_of
 from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.walk import attribute, node_label
 
-#: BatchNormalization inputs that are running statistics, not trainable parameters
-#: (torch counts them as buffers); counting them would make BN-folded and unfolded
-#: exports of one network disagree.
-_BN_STATISTICS = (3, 4)
+#: Inputs that are statistics or quantization constants, not weights: BN running
+#: mean/var (torch counts them as buffers, and counting them would make BN-folded and
+#: unfolded exports disagree) and the scales/zero points of Q/DQ nodes.
+_NOT_WEIGHTS = {
+    "BatchNormalization": (3, 4),
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+}
+#: Integer element types that hold (quantized) weights rather than shapes or indices.
+_WEIGHT_INTEGERS = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16)}
 
 
 @dataclass
@@ -73,18 +79,21 @@ def model_stats(
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Elements of floating-point initializers, BN running statistics excluded."""
+    """Elements of weight initializers (float, or 8/16-bit integers once quantized);
+    BN statistics, Q/DQ scales and zero points, and shape tensors excluded."""
     statistics = {
         node.input[i]
         for node in model.graph.node
-        if node.op_type == "BatchNormalization"
-        for i in _BN_STATISTICS
+        for i in _NOT_WEIGHTS.get(node.op_type, ())
         if i < len(node.input)
     }
+    dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     total = 0
     for tensor in model.graph.initializer:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        if tensor.name not in statistics and np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        quantized = dtype in _WEIGHT_INTEGERS or tensor.name in dequantized  # int32 biases too
+        weight = np.issubdtype(dtype, np.floating) or quantized
+        if tensor.name not in statistics and weight:
             total += math.prod(tensor.dims)
     return total
 
