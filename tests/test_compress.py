@@ -16,9 +16,16 @@ from onnxslim_kd.pipeline.registry import PASSES, Pass, PassResult, register_pas
 from tests.builders import conv_net
 
 
-def test_digits_demo_prints_table_and_writes_report(cli, tmp_path, digits):
+def _recipe(tmp_path, text: str):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_recipe_run_prints_table_and_writes_report(cli, tmp_path, digits):
     out = tmp_path / "digits.slim.onnx"
     result = cli("compress", digits / "model.onnx", "-o", out,
+                 "--recipe", _recipe(tmp_path, "passes: [canonicalize]\n"),
                  "--data", digits / "calib.npz", "--eval-data", digits / "test.npz",
                  "--bench-runs", "10")  # fmt: skip
     assert result.code == 0, result.stderr
@@ -118,3 +125,50 @@ def test_library_api_mirrors_the_cli(digits):
 def test_build_passes_rejects_bad_options_before_running():
     with pytest.raises(InputError, match="unknown pass"):
         build_passes([{"name": "canonicalize"}, {"name": "nope"}])
+
+
+def test_budget_missed_exits_3_and_still_saves(cli, tmp_path, digits):
+    out = tmp_path / "pruned.onnx"
+    recipe = _recipe(tmp_path, "passes:\n  - prune: {ratio: 0.5}\n")
+    result = cli("compress", digits / "model.onnx", "-o", out, "--recipe", recipe,
+                 "--eval-data", digits / "test.npz", "--max-drop", "0.01",
+                 "--bench-runs", "0")  # fmt: skip
+    assert result.code == 3
+    assert "accuracy budget not met: accuracy drop" in result.stderr
+    assert "> --max-drop 0.01 (the closest result was saved)" in result.stderr
+    assert out.is_file() and (tmp_path / "pruned.onnx.report.json").is_file()
+
+
+def test_resume_reuses_finished_stages(tmp_path, digits):
+    from onnxslim_kd.pipeline.checkpoint import Checkpoints
+
+    model = sk.load(digits / "model.onnx")
+    recipe = [{"name": "canonicalize"}, {"name": "prune", "ratio": 0.25}]
+    checkpoints = Checkpoints(tmp_path / "work", model, None)
+    first = sk.compress(model, recipe, bench_runs=0, checkpoints=checkpoints)
+    assert not any(r.get("resumed") for r in first.passes)
+    again = sk.compress(model, recipe, bench_runs=0, checkpoints=checkpoints)
+    assert [r.get("resumed") for r in again.passes] == [True, True]
+    assert again.model.SerializeToString() == first.model.SerializeToString()
+    changed = [{"name": "canonicalize"}, {"name": "prune", "ratio": 0.5}]
+    third = sk.compress(model, changed, bench_runs=0, checkpoints=checkpoints)
+    assert [bool(r.get("resumed")) for r in third.passes] == [True, False]
+
+
+def test_html_report_is_self_contained(cli, tmp_path, digits):
+    html = tmp_path / "report.html"
+    recipe = _recipe(tmp_path, "passes:\n  - prune: {ratio: 0.25}\n")
+    result = cli("compress", digits / "model.onnx", "-o", tmp_path / "o.onnx", "--recipe",
+                 recipe, "--eval-data", digits / "test.npz", "--max-drop", "1",
+                 "--bench-runs", "5", "--html", html, "--markdown", tmp_path / "r.md")  # fmt: skip
+    assert result.code == 0, result.stderr
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 2  # latency per stage, pruned channels
+    assert "http" not in page.replace("http-equiv", "")
+    assert "| latency p50 (batch 1)" in (tmp_path / "r.md").read_text()
+
+
+def test_target_options_need_data(cli, tmp_path, digits):
+    result = cli("compress", digits / "model.onnx", "-o", tmp_path / "o.onnx",
+                 "--target-speedup", "4")  # fmt: skip
+    assert result.code == 2 and "need --data and no --recipe" in result.stderr

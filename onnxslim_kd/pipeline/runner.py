@@ -13,9 +13,10 @@ from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.graph.validate import check, compare_models
+from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
-from onnxslim_kd.pipeline.registry import PassContext
+from onnxslim_kd.pipeline.registry import Pass, PassContext
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.comparison import Comparison, bench_feeds, compare_before_after
 
@@ -53,39 +54,32 @@ def compress(
     threads: int | None = None,
     bench_runs: int = 50,
     bench_batch: int = 1,
+    checkpoints: Checkpoints | None = None,
 ) -> CompressResult:
     """Run `recipe` (default: DEFAULT_RECIPE) on `model`, verifying every pass.
 
     Each pass's output must pass onnx.checker, load in onnxruntime and keep the model's
-    interface; its output fidelity against the pass's input is recorded.
+    interface; its output fidelity against the pass's input is recorded. With
+    `checkpoints`, finished stages are stored and reused by a rerun.
     """
     shapes = shapes or {}
-    passes = build_passes(recipe if recipe is not None else DEFAULT_RECIPE)
+    entries = recipe if recipe is not None else DEFAULT_RECIPE
+    passes = build_passes(entries)
     verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)
     context = PassContext(data=data, shapes=shapes, original=model)
     records = []
     stages = [("original", model)]
     current = model
-    for step in progress(passes, "compress", total=len(passes)):
-        start = time.perf_counter()
-        result = step.run(current, context)
-        seconds = time.perf_counter() - start
-        check(result.model)
-        check_interface(current, result.model, step.name)
-        fidelity = compare_models(current, result.model, verify)
-        after = model_stats(result.model, shapes)
-        records.append(
-            {
-                "pass": step.name,
-                "options": vars(step.options),
-                "seconds": round(seconds, 3),
-                "summary": result.summary,
-                "params_after": after.params,
-                "macs_after": after.macs,
-                "fidelity_vs_previous": {k: v.as_dict() for k, v in fidelity.items()},
-            }
-        )
-        current = result.model
+    for position, step in enumerate(progress(passes, "compress", total=len(passes))):
+        stored = checkpoints.load(entries[: position + 1]) if checkpoints else None
+        if stored is not None:
+            current, record = stored
+            record["resumed"] = True
+        else:
+            current, record = _run_pass(step, current, context, verify)
+            if checkpoints:
+                checkpoints.store(entries[: position + 1], current, record)
+        records.append(record)
         stages.append((step.name, current))
     comparison = compare_before_after(model, current, eval_data or data, shapes=shapes, runs=0)
     if bench_runs:
@@ -93,3 +87,26 @@ def compress(
         timed = [(label, stage, feeds) for label, stage in stages]
         comparison.latency = bench(timed, threads=threads, runs=bench_runs)
     return CompressResult(current, records, comparison)
+
+
+def _run_pass(
+    step: Pass, model: onnx.ModelProto, context: PassContext, verify: Dataset
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Run one pass and verify its output: checker, onnxruntime, interface, fidelity."""
+    start = time.perf_counter()
+    result = step.run(model, context)
+    seconds = time.perf_counter() - start
+    check(result.model)
+    check_interface(model, result.model, step.name)
+    fidelity = compare_models(model, result.model, verify)
+    after = model_stats(result.model, context.shapes)
+    record = {
+        "pass": step.name,
+        "options": {k: v for k, v in vars(step.options).items() if k != "resolved"},
+        "seconds": round(seconds, 3),
+        "summary": result.summary,
+        "params_after": after.params,
+        "macs_after": after.macs,
+        "fidelity_vs_previous": {k: v.as_dict() for k, v in fidelity.items()},
+    }
+    return result.model, record
