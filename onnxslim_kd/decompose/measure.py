@@ -28,19 +28,12 @@ def measure_speedup(
     weights = {t.name: t for t in model.graph.initializer}
     original = [weights[name] for name in layer.node.input if name in weights]
     feeds = _feeds(layer, weights, shapes)
+    before = _layer_model(model, [layer.node], original, layer, feeds)
+    after = _layer_model(
+        model, replacement.nodes, [*original, *replacement.initializers], layer, feeds
+    )
     result = bench(
-        [
-            ("original", _layer_model(model, [layer.node], original, layer, feeds), feeds),
-            (
-                "factorised",
-                _layer_model(
-                    model, replacement.nodes, [*original, *replacement.initializers], layer, feeds
-                ),
-                feeds,
-            ),
-        ],
-        runs=RUNS,
-        warmup=WARMUP,
+        [("original", before, feeds), ("factorised", after, feeds)], runs=RUNS, warmup=WARMUP
     )
     return result.latencies[1].speedup
 
