@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from cli.commands.common import (
+    add_command,
     add_data_options,
     add_json_option,
     add_shape_option,
@@ -31,12 +32,12 @@ EXAMPLES = """examples:
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "bench",
-        parents=[common],
-        help="onnxruntime CPU latency; several models are timed interleaved (A B A B)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "onnxruntime CPU latency; several models are timed interleaved (A B A B)",
+        EXAMPLES,
     )
     parser.add_argument("models", nargs="+", help="ONNX models; speed-ups are against the first")
     add_data_options(parser)

@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from cli.commands.common import (
+    add_command,
+    add_data_options,
+    add_json_option,
+    data_from,
+    emit_json,
+    say,
+)
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import external_files, load
 from onnxslim_kd.report.comparison import compare_before_after
@@ -24,12 +31,12 @@ exit codes: 0 every limit holds, 1 a limit fails (named on stderr), 2 bad input
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "check",
-        parents=[common],
-        help="CI gate: fidelity, latency and size of CANDIDATE against --baseline",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "CI gate: fidelity, latency and size of CANDIDATE against --baseline",
+        EXAMPLES,
     )
     parser.add_argument("candidate", help="the compressed model")
     parser.add_argument("--baseline", required=True, help="the original model")

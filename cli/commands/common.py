@@ -14,6 +14,27 @@ import onnx
 from onnxslim_kd.data import Dataset, Preprocess, load_data
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import parse_shapes
+from onnxslim_kd.graph.load import file_uses_external_data
+from onnxslim_kd.graph.save import save
+
+
+def add_command(
+    subparsers, common: argparse.ArgumentParser, name: str, summary: str, examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand with the shared options (--quiet, --debug) and examples in --help."""
+    return subparsers.add_parser(
+        name,
+        parents=[common],
+        help=summary,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def save_output(model: onnx.ModelProto, output: str | Path, source: str, *inputs: str) -> Path:
+    """Atomic save that never overwrites an input; external data when the source used it."""
+    external = True if file_uses_external_data(source) else None
+    return save(model, output, external_data=external, protect=(source, *inputs))
 
 
 def add_shape_option(parser: argparse.ArgumentParser) -> None:

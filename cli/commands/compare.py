@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from cli.commands.common import (
+    add_command,
+    add_data_options,
+    add_json_option,
+    data_from,
+    emit_json,
+    say,
+)
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import run_pair
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
@@ -18,12 +25,12 @@ EXAMPLES = """examples:
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "compare",
-        parents=[common],
-        help="top-1 agreement, accuracy, max abs diff, cosine and SQNR of CAND against REF",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "top-1 agreement, accuracy, max abs diff, cosine and SQNR of CAND against REF",
+        EXAMPLES,
     )
     parser.add_argument("reference", help="reference ONNX model (usually the original)")
     parser.add_argument("candidate", help="candidate ONNX model (usually the compressed one)")

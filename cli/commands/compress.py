@@ -10,18 +10,19 @@ import sys
 from pathlib import Path
 
 from cli.commands.common import (
+    add_command,
     add_data_options,
     add_json_option,
     add_shape_option,
     data_from,
     emit_json,
+    save_output,
     say,
     shapes_from,
 )
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.load import file_uses_external_data, load
-from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.load import load
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, read_recipe
 from onnxslim_kd.pipeline.runner import CompressResult, compress
@@ -60,12 +61,12 @@ exit codes: 0 success, 2 bad input, 3 the accuracy budget (--max-drop) was not m
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "compress",
-        parents=[common],
-        help="run the compression pipeline and report before/after",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run the compression pipeline and report before/after",
+        EXAMPLES,
     )
     parser.add_argument("model", help="input ONNX model (never modified)")
     parser.add_argument("-o", "--output", required=True, help="where to write the result")
@@ -122,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads, bench_runs=args.bench_runs, bench_batch=args.bench_batch,
             checkpoints=Checkpoints(work_dir, model, data),
         )  # fmt: skip
-    save(
-        result.model,
-        output,
-        external_data=True if file_uses_external_data(args.model) else None,
-        protect=(args.model,),
-    )
+    save_output(result.model, output, args.model)
     record = {
         "input": str(args.model),
         "output": str(output),

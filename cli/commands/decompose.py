@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from cli.commands.common import add_json_option, add_shape_option, emit_json, say, shapes_from
+from cli.commands.common import (
+    add_command,
+    add_json_option,
+    add_shape_option,
+    emit_json,
+    save_output,
+    say,
+    shapes_from,
+)
 from onnxslim_kd.decompose import decompose, make_selector
 from onnxslim_kd.decompose.candidates import METHODS
 from onnxslim_kd.decompose.summary import ROW_HEADER, DecomposeSummary
-from onnxslim_kd.graph.load import file_uses_external_data, load
-from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check
 from onnxslim_kd.report.table import markdown_table
 
@@ -26,12 +33,12 @@ with --measure, when onnxruntime runs the factorised layer faster at its real in
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "decompose",
-        parents=[common],
-        help="low-rank factorisation: SVD for Gemm/MatMul/1x1 Conv, Tucker-2 for kxk Conv",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "low-rank factorisation: SVD for Gemm/MatMul/1x1 Conv, Tucker-2 for kxk Conv",
+        EXAMPLES,
     )
     parser.add_argument("model", help="input ONNX model (never modified)")
     parser.add_argument("-o", "--output", required=True, help="where to write the result")
@@ -87,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
         shapes=shapes_from(args),
     )
     check(out)
-    save(
-        out,
-        args.output,
-        external_data=True if file_uses_external_data(args.model) else None,
-        protect=(args.model,),
-    )
+    save_output(out, args.output, args.model)
     emit_json(
         args.json, {"input": str(args.model), "output": str(args.output), **summary.as_dict()}
     )

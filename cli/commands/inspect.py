@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from cli.commands.common import add_json_option, add_shape_option, emit_json, say, shapes_from
+from cli.commands.common import (
+    add_command,
+    add_json_option,
+    add_shape_option,
+    emit_json,
+    say,
+    shapes_from,
+)
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.report.table import markdown_table
@@ -16,12 +23,12 @@ EXAMPLES = """examples:
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "inspect",
-        parents=[common],
-        help="inputs, outputs, opset, params, MACs, size, op histogram",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "inputs, outputs, opset, params, MACs, size, op histogram",
+        EXAMPLES,
     )
     parser.add_argument("model", help="ONNX model file")
     add_shape_option(parser)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 
 from cli.commands.common import (
+    add_command,
     add_data_options,
     add_json_option,
     add_shape_option,
     data_from,
     emit_json,
+    save_output,
     say,
     shapes_from,
 )
-from onnxslim_kd.graph.load import file_uses_external_data, load
-from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check
 from onnxslim_kd.prune.importance import CRITERIA
-from onnxslim_kd.prune.plan import read_plan, write_plan
+from onnxslim_kd.prune.plan import write_plan
 from onnxslim_kd.prune.prune import PruneOptions, PruneSummary, prune
 from onnxslim_kd.report.table import markdown_table
 
@@ -31,12 +32,12 @@ EXAMPLES = """examples:
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "prune",
-        parents=[common],
-        help="remove whole channels, coupled across residuals, concats and groups",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "remove whole channels, coupled across residuals, concats and groups",
+        EXAMPLES,
     )
     parser.add_argument("model", help="input ONNX model (never modified)")
     parser.add_argument("-o", "--output", required=True, help="where to write the pruned model")
@@ -69,18 +70,13 @@ def run(args: argparse.Namespace) -> int:
         round_to=args.round_to,
         exclude=args.exclude,
         keep_stem=not args.prune_stem,
-        plan=read_plan(args.plan) if args.plan else None,
+        plan=args.plan,
     )
     model = load(args.model)
     data = data_from(args, model, args.data)
     pruned, summary = prune(model, options, data, shapes_from(args))
     check(pruned)
-    save(
-        pruned,
-        args.output,
-        external_data=True if file_uses_external_data(args.model) else None,
-        protect=(args.model,),
-    )
+    save_output(pruned, args.output, args.model)
     if args.plan_out:
         write_plan(summary.plan, args.plan_out)
     emit_json(args.json, summary.as_dict())

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli.commands.common import add_data_options, add_json_option, data_from, emit_json, say
+from cli.commands.common import (
+    add_command,
+    add_data_options,
+    add_json_option,
+    data_from,
+    emit_json,
+    save_output,
+    say,
+)
 from onnxslim_kd.data import Preprocess, load_data
 from onnxslim_kd.graph.load import load
-from onnxslim_kd.graph.save import save
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, METHODS
 from onnxslim_kd.quantize.target import TARGETS
@@ -32,12 +39,12 @@ exit codes: 0 done, 2 bad input, 3 saved but --max-drop was not met
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "quantize",
-        parents=[common],
-        help="INT8 post-training quantization with CPU-aware data types and an accuracy budget",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "INT8 post-training quantization with CPU-aware data types and an accuracy budget",
+        EXAMPLES,
     )
     parser.add_argument("model", help="input FP32 ONNX model (never modified)")
     parser.add_argument("-o", "--output", required=True, help="where to write the INT8 model")
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_data:  # all of it: --samples sizes the calibration subset only
         eval_data = load_data(args.eval_data, model, preprocess=Preprocess.parse(args.preprocess))
     quantized, summary = quantize_model(model, data, options, eval_data=eval_data)
-    save(quantized, args.output, protect=(args.model,))
+    save_output(quantized, args.output, args.model)
     emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})
     say(args, render(summary, args.output))
     return BUDGET_NOT_MET if summary.budget_met is False else 0

@@ -102,7 +102,7 @@ def _run_pass(
     after = model_stats(result.model, context.shapes)
     record = {
         "pass": step.name,
-        "options": {k: v for k, v in vars(step.options).items() if k != "resolved"},
+        "options": vars(step.options),
         "seconds": round(seconds, 3),
         "summary": result.summary,
         "params_after": after.params,

@@ -18,13 +18,16 @@ from onnxslim_kd.prune.analysis import Analysis, analyze
 from onnxslim_kd.prune.budget import Budget, estimated_macs, ratio_for_macs, select
 from onnxslim_kd.prune.fold import compensate_removed, dead_spaces
 from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
-from onnxslim_kd.prune.plan import plan_record, planned_keep
+from onnxslim_kd.prune.plan import plan_record, planned_keep, read_plan
 from onnxslim_kd.prune.rewrite import apply_keep
 
 
 @dataclass
 class PruneOptions:
-    """Recipe/CLI options of the prune pass (see `onnxslim-kd prune --help`)."""
+    """Options of the library, the CLI and the recipe pass (see `onnxslim-kd prune --help`).
+
+    `plan` is a plan record or the path of a saved one.
+    """
 
     ratio: float = 0.5
     target_macs: float | None = None
@@ -35,10 +38,12 @@ class PruneOptions:
     exclude: list[str] = field(default_factory=list)
     keep_stem: bool = True
     seed: int = 0
-    plan: dict | None = None
+    plan: dict | str | None = None
     compensate: bool = True  # fold removed channels' constant/mean output into the next bias
 
     def __post_init__(self) -> None:
+        if isinstance(self.plan, str):
+            self.plan = read_plan(self.plan)
         if not 0 <= self.ratio < 1:
             raise InputError(f"ratio must be in [0, 1), got {self.ratio}")
         if self.target_macs is not None and not 0 < self.target_macs <= 1:

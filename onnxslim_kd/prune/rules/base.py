@@ -6,11 +6,12 @@ from typing import ClassVar
 
 import onnx
 
+from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.graph.walk import node_label as label
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout
 
-__all__ = ["Rule", "block_inputs", "label", "moved"]
+__all__ = ["Rule", "attribute_or_input", "block_inputs", "label", "moved"]
 
 
 class Rule:
@@ -35,6 +36,18 @@ def moved(layout: Layout, rank_in: int, rank_out: int | None) -> Layout:
     """The same channels in an output aligned to the input from the right (broadcasting)."""
     rank_out = rank_in if rank_out is None else rank_out
     return layout.with_axis(layout.axis + rank_out - rank_in, rank_out)
+
+
+def attribute_or_input(
+    an: Analysis, node: onnx.NodeProto, name: str, position: int
+) -> list[int] | None:
+    """An int-list setting given as attribute `name` (older opsets) or constant input
+    `position` (newer ones); None when absent or computed at run time."""
+    value = attribute(node, name)
+    if value is None and len(node.input) > position and node.input[position]:
+        constant = an.const(node.input[position])
+        value = None if constant is None else constant.tolist()
+    return None if value is None else list(value)
 
 
 def block_inputs(an: Analysis, node: onnx.NodeProto, reason: str) -> None:

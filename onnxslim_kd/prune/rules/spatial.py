@@ -6,7 +6,7 @@ import onnx
 
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
-from onnxslim_kd.prune.rules.base import Rule, label
+from onnxslim_kd.prune.rules.base import Rule, attribute_or_input, label
 
 
 class Pool(Rule):
@@ -25,10 +25,7 @@ class Reduce(Rule):
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
-        axes = attribute(node, "axes")
-        if axes is None and len(node.input) > 1 and node.input[1]:
-            value = an.const(node.input[1])
-            axes = None if value is None else value.tolist()
+        axes = attribute_or_input(an, node, "axes", 1)
         if not axes:
             an.block(source, f"{node.op_type} '{label(node, index)}' reduces every axis")
             return
@@ -48,10 +45,7 @@ class Pad(Rule):
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
-        pads = attribute(node, "pads")
-        if pads is None and len(node.input) > 1:
-            value = an.const(node.input[1])
-            pads = None if value is None else value.tolist()
+        pads = attribute_or_input(an, node, "pads", 1)
         axes_given = len(node.input) > 3 and node.input[3]
         if pads is None or axes_given or pads[source.axis] or pads[source.axis + source.rank]:
             an.block(source, f"Pad '{label(node, index)}' may pad the channel axis")

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
-from onnxslim_kd.prune.rules.base import Rule, block_inputs, label
+from onnxslim_kd.prune.rules.base import Rule, attribute_or_input, block_inputs, label
 
 
 class Concat(Rule):
@@ -44,8 +44,7 @@ class Concat(Rule):
 
 
 def _split_sizes(an: Analysis, node: onnx.NodeProto, size: int) -> list[int] | None:
-    value = an.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-    sizes = attribute(node, "split") if value is None else value.tolist()
+    sizes = attribute_or_input(an, node, "split", 1)
     if sizes is None:
         count = attribute(node, "num_outputs", len(node.output))
         sizes = [math.ceil(size / count)] * (count - 1)
@@ -179,18 +178,10 @@ class Reshape(Rule):
         node.input[1] = name
 
 
-def _axes(an: Analysis, node: onnx.NodeProto) -> list[int] | None:
-    axes = attribute(node, "axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        value = an.const(node.input[1])
-        axes = None if value is None else value.tolist()
-    return axes
-
-
 class Squeeze(Rule):
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
-        axes = _axes(an, node)
+        axes = attribute_or_input(an, node, "axes", 1)
         shape = an.shape(node.input[0])
         if axes is None and shape is not None:
             axes = [i for i, d in enumerate(shape) if d == 1]
@@ -205,7 +196,7 @@ class Squeeze(Rule):
 class Unsqueeze(Rule):
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
-        axes = _axes(an, node)
+        axes = attribute_or_input(an, node, "axes", 1)
         if axes is None:
             an.block(source, f"Unsqueeze '{label(node, index)}' has computed axes")
             return
