@@ -71,7 +71,9 @@ class DistillOptions:
         elif spec == "ce":
             weights = {"ce": 1.0}
         else:
-            weights = {"kd": self.alpha, "ce": 1.0 - self.alpha} if labelled else {"kd": 1.0}
+            weights = (
+                {"kd": self.alpha, "ce": round(1.0 - self.alpha, 9)} if labelled else {"kd": 1.0}
+            )
             if spec in FEATURE_WEIGHTS:
                 weights[spec] = FEATURE_WEIGHTS[spec]
             elif spec != "kd":
