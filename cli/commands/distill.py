@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 
 from cli.commands.common import (
+    add_command,
     add_data_options,
     add_json_option,
     data_from,
     emit_json,
     refuse_overwrite,
+    save_output,
     say,
 )
 from onnxslim_kd.distill import require_torch
 from onnxslim_kd.distill.options import LOSS_NAMES, DistillOptions
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.load import file_uses_external_data, load
-from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.load import load
 from onnxslim_kd.report.table import markdown_table
 
 EXAMPLES = """examples:
@@ -34,12 +35,12 @@ needs torch: pip install 'onnxslim-kd[distill]'
 
 
 def register(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
+        common,
         "distill",
-        parents=[common],
-        help="fine-tune a compressed model's weights, taught by the original model(s)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "fine-tune a compressed model's weights, taught by the original model(s)",
+        EXAMPLES,
     )
     defaults = DistillOptions()
     parser.add_argument("student", help="compressed ONNX model to fine-tune (never modified)")
@@ -89,12 +90,7 @@ def run(args: argparse.Namespace) -> int:
     data = data_from(args, student, args.data)
     val = data_from(args, student, args.eval_data)
     model, summary = distill(student, teachers, data, val=val, options=options)
-    save(
-        model,
-        args.output,
-        external_data=True if file_uses_external_data(args.student) else None,
-        protect=(args.student, *args.teacher),
-    )
+    save_output(model, args.output, args.student, *args.teacher)
     record = {"student": args.student, "teachers": args.teacher, "output": args.output, **summary}
     emit_json(args.json, record)
     say(args, render(summary, args.output))
