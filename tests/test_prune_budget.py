@@ -169,7 +169,8 @@ def test_cli_prune_then_compress_recipe(cli, tmp_path, digits):
     recipe.write_text("passes:\n  - canonicalize\n  - prune: {ratio: 0.25, criterion: l2}\n")
     out = tmp_path / "c.onnx"
     result = cli("compress", digits / "model.onnx", "-o", out, "--recipe", recipe,
-                 "--data", digits / "calib.npz", "--bench-runs", "5", "--max-drop", "1", "--json", "-")  # fmt: skip
+                 "--data", digits / "calib.npz", "--bench-runs", "5", "--max-drop", "1",
+                 "--json", "-")  # fmt: skip
     assert result.code == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["passes"][1]["summary"]["groups_pruned"] == 8
