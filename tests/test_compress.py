@@ -172,3 +172,22 @@ def test_target_options_need_data(cli, tmp_path, digits):
     result = cli("compress", digits / "model.onnx", "-o", tmp_path / "o.onnx",
                  "--target-speedup", "4")  # fmt: skip
     assert result.code == 2 and "need --data and no --recipe" in result.stderr
+
+
+def test_search_measures_candidates_and_honours_the_budget(digits):
+    """One strength, one KD epoch on 200 samples: the search still measures and decides."""
+    from onnxslim_kd.pipeline.search import search
+
+    model = sk.load(digits / "model.onnx")
+    train = sk.load_data(digits / "train.npz", model, samples=200)
+    test = sk.load_data(digits / "test.npz", model, samples=200)
+    found = search(model, train, test, target_speedup=50.0, max_drop=0.0, distill_epochs=1,
+                   bench_runs=10, strengths=(0.5,))  # fmt: skip
+    (candidate,) = found.candidates
+    assert candidate.keep_macs == 0.5 and candidate.speedup > 0
+    assert [r["pass"] for r in candidate.result.passes] == [
+        "prune", "decompose", "distill", "quantize"
+    ]  # fmt: skip
+    assert found.met == candidate.within_budget == (candidate.drop <= 0.0)
+    record = found.as_dict()
+    assert record["reached_target"] is False and record["chosen"] == "MACs x0.50"
