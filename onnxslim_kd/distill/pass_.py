@@ -18,12 +18,11 @@ class DistillPass(Pass):
     Options = DistillOptions
 
     def run(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
-        if context.data is None:
-            raise InputError("pass 'distill' needs training data: give --data")
+        data = context.require_data(self.name, "training data")
         if context.original is None:
             raise InputError("pass 'distill' needs the pipeline's input model as its teacher")
         require_torch()
         from onnxslim_kd.distill.api import distill
 
-        trained, summary = distill(model, [context.original], context.data, options=self.options)
+        trained, summary = distill(model, [context.original], data, options=self.options)
         return PassResult(trained, summary)

@@ -28,6 +28,12 @@ class PassContext:
     shapes: dict[str, list[int]] = field(default_factory=dict)
     original: onnx.ModelProto | None = None
 
+    def require_data(self, pass_name: str, purpose: str) -> Dataset:
+        """The data, or a one-line error saying which pass needs it for what."""
+        if self.data is None:
+            raise InputError(f"pass '{pass_name}' needs {purpose}: give --data")
+        return self.data
+
 
 @dataclass
 class PassResult:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import onnx
 
-from onnxslim_kd.errors import InputError
 from onnxslim_kd.pipeline.registry import Pass, PassContext, PassResult, register_pass
 from onnxslim_kd.quantize.api import QuantizeOptions, quantize_model
 
@@ -17,7 +16,6 @@ class QuantizePass(Pass):
     Options = QuantizeOptions
 
     def run(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
-        if context.data is None:
-            raise InputError("pass 'quantize' needs calibration data: give compress --data")
-        quantized, summary = quantize_model(model, context.data, self.options)
+        data = context.require_data(self.name, "calibration data")
+        quantized, summary = quantize_model(model, data, self.options)
         return PassResult(quantized, summary.as_dict())

@@ -11,7 +11,7 @@ from onnxslim_kd.graph.walk import node_label as label
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout
 
-__all__ = ["Rule", "attribute_or_input", "block_inputs", "label", "moved"]
+__all__ = ["Rule", "attribute_or_input", "block_inputs", "label", "moved", "without_axes"]
 
 
 class Rule:
@@ -48,6 +48,15 @@ def attribute_or_input(
         constant = an.const(node.input[position])
         value = None if constant is None else constant.tolist()
     return None if value is None else list(value)
+
+
+def without_axes(layout: Layout, axes: list[int]) -> Layout | None:
+    """The layout once `axes` are removed (Squeeze, keepdims=0); None if the channel axis goes."""
+    axes = [a % layout.rank for a in axes]
+    if layout.axis in axes:
+        return None
+    axis = layout.axis - sum(a < layout.axis for a in axes)
+    return layout.with_axis(axis, layout.rank - len(axes))
 
 
 def block_inputs(an: Analysis, node: onnx.NodeProto, reason: str) -> None:

@@ -6,7 +6,7 @@ import onnx
 
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
-from onnxslim_kd.prune.rules.base import Rule, attribute_or_input, label
+from onnxslim_kd.prune.rules.base import Rule, attribute_or_input, label, without_axes
 
 
 class Pool(Rule):
@@ -29,15 +29,11 @@ class Reduce(Rule):
         if not axes:
             an.block(source, f"{node.op_type} '{label(node, index)}' reduces every axis")
             return
-        axes = [a % source.rank for a in axes]
-        if source.axis in axes:
+        reduced = without_axes(source, axes)
+        if reduced is None:
             an.block(source, f"{node.op_type} '{label(node, index)}' reduces the channel axis")
             return
-        if attribute(node, "keepdims", 1):
-            an.set_layout(node.output[0], source)
-        else:
-            axis = source.axis - sum(a < source.axis for a in axes)
-            an.set_layout(node.output[0], source.with_axis(axis, source.rank - len(axes)))
+        an.set_layout(node.output[0], source if attribute(node, "keepdims", 1) else reduced)
 
 
 class Pad(Rule):

@@ -12,7 +12,13 @@ from onnx import numpy_helper
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
-from onnxslim_kd.prune.rules.base import Rule, attribute_or_input, block_inputs, label
+from onnxslim_kd.prune.rules.base import (
+    Rule,
+    attribute_or_input,
+    block_inputs,
+    label,
+    without_axes,
+)
 
 
 class Concat(Rule):
@@ -185,12 +191,11 @@ class Squeeze(Rule):
         shape = an.shape(node.input[0])
         if axes is None and shape is not None:
             axes = [i for i, d in enumerate(shape) if d == 1]
-        axes = None if axes is None else [a % source.rank for a in axes]
-        if axes is None or source.axis in axes:
+        squeezed = None if axes is None else without_axes(source, axes)
+        if squeezed is None:
             an.block(source, f"Squeeze '{label(node, index)}' may remove the channel axis")
             return
-        axis = source.axis - sum(a < source.axis for a in axes)
-        an.set_layout(node.output[0], source.with_axis(axis, source.rank - len(axes)))
+        an.set_layout(node.output[0], squeezed)
 
 
 class Unsqueeze(Rule):
