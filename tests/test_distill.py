@@ -196,3 +196,25 @@ def test_bad_inputs_exit_2(cli, tmp_path, digits):
         assert result.code == 2, (message, result.stderr)
         assert message in result.stderr and result.stderr.count("\n") == 1
         assert not out.exists()
+
+
+def test_shift_augmentation_moves_images_and_leaves_other_inputs():
+    from onnxslim_kd.distill.train import shifted
+
+    torch.manual_seed(0)
+    image = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    ids = torch.arange(4)
+    moved = shifted({"image": image, "ids": ids}, 2)
+    assert moved["ids"] is ids and moved["image"].shape == image.shape
+    padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="replicate")
+    windows = [padded[:, :, y : y + 6, x : x + 6] for y in range(5) for x in range(5)]
+    assert any(torch.equal(moved["image"], w) for w in windows)
+
+
+def test_distill_with_augmentation_queries_the_teacher_per_batch(digits):
+    teacher = load(digits / "model.onnx")
+    train = load_data(digits / "train.npz", teacher, samples=64)
+    options = DistillOptions(epochs=1, batch=32, augment_shift=2, val_fraction=0.0)
+    _, summary = distill(damaged(teacher), [teacher], train, options=options)
+    assert summary["training"]["steps"] == 2
+    assert summary["writeback_max_rel_diff"] < 1e-4

@@ -65,6 +65,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="epochs without improvement before stopping")  # fmt: skip
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
+    parser.add_argument("--augment-shift", type=int, default=defaults.augment_shift,
+                        metavar="PX", help="shift image batches by up to PX pixels (%(default)s)")  # fmt: skip
     parser.add_argument("--device", default=defaults.device, help="cpu or cuda (%(default)s)")
     parser.add_argument("--pair", action="append", default=[], metavar="STUDENT=TEACHER",
                         help="feature tensors to match (repeatable; default: by name)")  # fmt: skip
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, loss=args.loss, temperature=args.temperature, alpha=args.alpha,
             lr=args.lr, batch=args.batch, optimizer=args.optimizer, max_seconds=args.max_seconds,
             patience=args.patience, seed=args.seed, device=args.device, pairs=args.pair,
+            augment_shift=args.augment_shift,
         )  # fmt: skip
     except ValueError as exc:
         raise InputError(f"distill: {exc}") from exc

@@ -38,6 +38,7 @@ class DistillOptions:
     seed: int = 0
     device: str = "cpu"
     pairs: list[str] = field(default_factory=list)
+    augment_shift: int = 0  # random translation of image batches by up to N pixels
 
     def __post_init__(self) -> None:
         checks = {
@@ -50,6 +51,7 @@ class DistillOptions:
             "patience must be positive": self.patience > 0,
             f"optimizer must be one of {', '.join(OPTIMIZERS)}": self.optimizer in OPTIMIZERS,
             "max_seconds must be positive": self.max_seconds is None or self.max_seconds > 0,
+            "augment_shift must be >= 0": self.augment_shift >= 0,
         }
         for message, ok in checks.items():
             if not ok:

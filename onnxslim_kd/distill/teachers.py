@@ -16,6 +16,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.distill.executor import GraphModule
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import model_outputs
+from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.validate import run
 
 
@@ -28,6 +29,7 @@ class Ensemble:
         self.models = models
         self.batch_size = batch_size
         self._torch: GraphModule | None = None
+        self._sessions: list | None = None
 
     def logits(self, data: Dataset) -> Tensor:
         """First output of each teacher on `data`: [teachers, samples, ...]."""
@@ -38,6 +40,14 @@ class Ensemble:
         shapes = {o.shape for o in outputs}
         if len(shapes) > 1:
             raise InputError(f"distill: teachers disagree on the output shape: {sorted(shapes)}")
+        return torch.from_numpy(np.stack(outputs)).float()
+
+    def batch_logits(self, feeds: dict[str, Tensor]) -> Tensor:
+        """Teacher outputs on one (augmented) batch, run in onnxruntime: [teachers, batch, ...]."""
+        if self._sessions is None:
+            self._sessions = [make_session(model) for model in self.models]
+        arrays = {name: value.detach().cpu().numpy() for name, value in feeds.items()}
+        outputs = [session.run(None, arrays)[0] for session in self._sessions]
         return torch.from_numpy(np.stack(outputs)).float()
 
     @staticmethod
