@@ -66,7 +66,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         help="epochs without improvement before stopping")  # fmt: skip
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
     parser.add_argument("--augment-shift", type=int, default=defaults.augment_shift,
-                        metavar="PX", help="shift image batches by up to PX pixels (%(default)s)")  # fmt: skip
+                        metavar="PX",
+                        help="shift image batches by up to PX pixels (%(default)s)")  # fmt: skip
     parser.add_argument("--device", default=defaults.device, help="cpu or cuda (%(default)s)")
     parser.add_argument("--pair", action="append", default=[], metavar="STUDENT=TEACHER",
                         help="feature tensors to match (repeatable; default: by name)")  # fmt: skip
