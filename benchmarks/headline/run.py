@@ -76,19 +76,21 @@ def build(work: Path) -> dict[str, tuple[Path, float]]:
 
     recipe = work / "prune_kd.yaml"
     recipe.write_text("passes:\n  - prune: {target_macs: 0.5, global_ranking: true}\n"
-                      "  - distill: {epochs: 10, lr: 0.001}\n")  # fmt: skip
+                      "  - distill: {epochs: 12, lr: 0.001, augment_shift: 2}\n")  # fmt: skip
     seconds = _cli("compress", model, "-o", str(work / "pkd.onnx"), "--recipe", str(recipe),
                    "--data", train, "--eval-data", test, "--bench-runs", "0")  # fmt: skip
     out["onnxslim-kd prune + KD"] = (work / "pkd.onnx", seconds)
 
+    shared = str(work / "checkpoints")  # the default recipe is also the search's first candidate
     seconds = _cli("compress", model, "-o", str(work / "default.onnx"), "--data", train,
-                   "--eval-data", test, "--bench-runs", "0")  # fmt: skip
+                   "--eval-data", test, "--bench-runs", "0", "--work-dir", shared)  # fmt: skip
     out["onnxslim-kd compress (default)"] = (work / "default.onnx", seconds)
 
     for target in (4, 8, 12):
         path = work / f"target{target}.onnx"
         seconds = _cli("compress", model, "-o", str(path), "--data", train, "--eval-data", test,
-                       "--target-speedup", str(target), "--bench-batch", "32")  # fmt: skip
+                       "--target-speedup", str(target), "--bench-batch", "32",
+                       "--work-dir", shared)  # fmt: skip
         out[f"onnxslim-kd --target-speedup {target}"] = (path, seconds)
     return out
 

@@ -78,12 +78,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     target.add_argument("--target-latency", type=float, metavar="MS", help="or this p50 latency")
     parser.add_argument("--max-drop", type=float, default=0.01,
                         help="accuracy budget as a fraction (0.01 = one point)")  # fmt: skip
-    parser.add_argument("--distill-epochs", type=int, default=10, help="KD epochs (10)")
+    parser.add_argument("--distill-epochs", type=int, default=12, help="KD epochs (12)")
     add_shape_option(parser)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--bench-runs", type=int, default=50, help="timed runs (0: no timing)")
     parser.add_argument("--bench-batch", type=int, default=1, help="batch size for timing (1)")
-    parser.add_argument("--work-dir", help="stage checkpoints for resuming (OUT.work)")
+    parser.add_argument("--work-dir", help="keep stage checkpoints here (default: OUT.work, "
+                        "removed after success)")  # fmt: skip
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument("--markdown", metavar="FILE", help="write the summary as Markdown")
     add_json_option(parser, "the full report")
@@ -140,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         Path(args.html).write_text(render_html(record, result.comparison.rows()))
     emit_json(args.json, record)
     say(args, summary)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    if not args.work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
     return _budget_verdict(result, found, args.max_drop)
 
 

@@ -27,7 +27,7 @@ from onnxslim_kd.report.gate import accuracy_drop
 STRENGTHS = (0.5, 0.3, 0.2, 0.13, 0.08)
 
 
-def default_recipe(keep_macs: float | None, distill_epochs: int = 10) -> list[dict[str, Any]]:
+def default_recipe(keep_macs: float | None, distill_epochs: int = 12) -> list[dict[str, Any]]:
     """prune -> decompose (only where measured faster) -> distill (if torch) -> quantize."""
     recipe: list[dict[str, Any]] = []
     if keep_macs is not None and keep_macs < 1:
@@ -35,7 +35,7 @@ def default_recipe(keep_macs: float | None, distill_epochs: int = 10) -> list[di
                        "keep_stem": False})  # fmt: skip
     recipe.append({"name": "decompose", "energy": 0.95, "measure": True})
     if importlib.util.find_spec("torch") is not None:
-        recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3})
+        recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3, "augment_shift": 2})
     recipe.append({"name": "quantize"})
     return recipe
 
@@ -89,7 +89,7 @@ def search(
     *,
     target_speedup: float,
     max_drop: float,
-    distill_epochs: int = 10,
+    distill_epochs: int = 12,
     bench_runs: int = 50,
     bench_batch: int = 1,
     threads: int | None = None,
@@ -100,7 +100,7 @@ def search(
     tried: list[Candidate] = []
 
     def attempt(keep: float) -> Candidate:
-        checkpoints = Checkpoints(work_dir / f"macs-{keep:.3f}", model, data) if work_dir else None
+        checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
         result = compress(
             model, default_recipe(keep, distill_epochs), data=data, eval_data=eval_data,
             threads=threads, bench_runs=bench_runs, bench_batch=bench_batch,
