@@ -121,7 +121,7 @@ def fit(
         record = {"epoch": epoch, "loss": float(np.mean(losses))}
         if val is not None:
             record["val_metric"] = evaluate(student, val, options.batch)
-            if record["val_metric"] > best_metric:
+            if record["val_metric"] >= best_metric:  # ties: the later, better-trained epoch
                 best_metric, stale, report.best_epoch = record["val_metric"], 0, epoch
                 best_state = copy.deepcopy(student.state_dict())
             else:

@@ -23,19 +23,26 @@ from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import CompressResult, compress
 from onnxslim_kd.report.gate import accuracy_drop
 
-#: MACs fractions kept by the pruning stage, gentle to strong.
-STRENGTHS = (0.5, 0.3, 0.2, 0.13, 0.08)
+#: MACs fractions kept by the pruning stage, gentle to strong; 1.0 (no pruning, so no
+#: distillation either: decompose where faster and quantize) is the safe first step.
+STRENGTHS = (1.0, 0.5, 0.3, 0.2, 0.13, 0.08)
 
 
 def default_recipe(keep_macs: float | None, distill_epochs: int = 12) -> list[dict[str, Any]]:
-    """prune -> decompose (only where measured faster) -> distill (if torch) -> quantize."""
+    """prune -> decompose (only where measured faster) -> distill (if torch) -> quantize.
+
+    Without torch there is no fine-tune to recover what pruning costs, so nothing is pruned.
+    """
     recipe: list[dict[str, Any]] = []
-    if keep_macs is not None and keep_macs < 1:
+    prunes = keep_macs is not None and keep_macs < 1
+    distills = prunes and importlib.util.find_spec("torch") is not None
+    if distills:
         recipe.append({"name": "prune", "target_macs": keep_macs, "global_ranking": True,
                        "keep_stem": False})  # fmt: skip
     recipe.append({"name": "decompose", "energy": 0.95, "measure": True})
-    if importlib.util.find_spec("torch") is not None:
-        recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3, "augment_shift": 2})
+    if distills:
+        recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3,
+                       "augment_shift": 2, "patience": distill_epochs})  # fmt: skip
     recipe.append({"name": "quantize"})
     return recipe
 
@@ -110,7 +117,7 @@ def search(
         drop = 0.0 if drop is None else drop
         base = result.comparison.accuracy_before or 1.0
         candidate = Candidate(
-            f"MACs x{keep:.2f}", keep, result.comparison.latency.latencies[-1].speedup,
+            "no pruning" if keep >= 1 else f"MACs x{keep:.2f}", keep, result.comparison.latency.latencies[-1].speedup,
             base - drop, drop, drop <= max_drop, result,
         )  # fmt: skip
         tried.append(candidate)
