@@ -116,10 +116,9 @@ def search(
         drop, _ = accuracy_drop(result.comparison)
         drop = 0.0 if drop is None else drop
         base = result.comparison.accuracy_before or 1.0
-        candidate = Candidate(
-            "no pruning" if keep >= 1 else f"MACs x{keep:.2f}", keep, result.comparison.latency.latencies[-1].speedup,
-            base - drop, drop, drop <= max_drop, result,
-        )  # fmt: skip
+        label = "no pruning" if keep >= 1 else f"MACs x{keep:.2f}"
+        speedup = result.comparison.latency.latencies[-1].speedup
+        candidate = Candidate(label, keep, speedup, base - drop, drop, drop <= max_drop, result)
         tried.append(candidate)
         return candidate
 
