@@ -37,8 +37,7 @@ def default_recipe(keep_macs: float | None, distill_epochs: int = 12) -> list[di
     prunes = keep_macs is not None and keep_macs < 1
     distills = prunes and importlib.util.find_spec("torch") is not None
     if distills:
-        recipe.append({"name": "prune", "target_macs": keep_macs, "global_ranking": True,
-                       "keep_stem": False})  # fmt: skip
+        recipe.append({"name": "prune", "target_macs": keep_macs, "global_ranking": True})
     recipe.append({"name": "decompose", "energy": 0.95, "measure": True})
     if distills:
         recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3,
