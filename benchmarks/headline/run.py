@@ -75,8 +75,10 @@ def build(work: Path) -> dict[str, tuple[Path, float]]:
     out["onnxslim-kd quantize"] = (work / "q.onnx", seconds)
 
     recipe = work / "prune_kd.yaml"
-    recipe.write_text("passes:\n  - prune: {target_macs: 0.5, global_ranking: true}\n"
-                      "  - distill: {epochs: 12, lr: 0.001, augment_shift: 2, patience: 12}\n")  # fmt: skip
+    recipe.write_text(
+        "passes:\n  - prune: {target_macs: 0.5, global_ranking: true}\n"
+        "  - distill: {epochs: 12, lr: 0.001, augment_shift: 2, patience: 12}\n"
+    )
     seconds = _cli("compress", model, "-o", str(work / "pkd.onnx"), "--recipe", str(recipe),
                    "--data", train, "--eval-data", test, "--bench-runs", "0")  # fmt: skip
     out["onnxslim-kd prune + KD"] = (work / "pkd.onnx", seconds)
