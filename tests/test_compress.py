@@ -163,7 +163,7 @@ def test_html_report_is_self_contained(cli, tmp_path, digits):
                  "--bench-runs", "5", "--html", html, "--markdown", tmp_path / "r.md")  # fmt: skip
     assert result.code == 0, result.stderr
     page = html.read_text()
-    assert page.count("data:image/png;base64,") == 2  # latency per stage, pruned channels
+    assert page.count("data:image/png;base64,") == 3  # stage latency, channels, op-type time
     assert "http" not in page.replace("http-equiv", "")
     assert "| latency p50 (batch 1)" in (tmp_path / "r.md").read_text()
 

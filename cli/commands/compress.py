@@ -21,6 +21,7 @@ from cli.commands.common import (
     shapes_from,
 )
 from onnxslim_kd.bench.latency import bench
+from onnxslim_kd.bench.profile import op_type_profile
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
@@ -132,13 +133,18 @@ def run(args: argparse.Namespace) -> int:
         **result.as_dict(),
         "search": found.as_dict() if found else None,
     }
+    if args.html:
+        feeds = bench_feeds(model, eval_data or data, shapes_from(args), args.bench_batch)
+        record["profile"] = {
+            label: op_type_profile(m, feeds, threads=args.threads)
+            for label, m in (("before", model), ("after", result.model))
+        }
+        Path(args.html).write_text(render_html(record, result.comparison.rows()))
     report_path = output.with_name(output.name + ".report.json")
     report_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     summary = render(result, found, output, report_path)
     if args.markdown:
         Path(args.markdown).write_text(summary + "\n")
-    if args.html:
-        Path(args.html).write_text(render_html(record, result.comparison.rows()))
     emit_json(args.json, record)
     say(args, summary)
     if not args.work_dir:

@@ -73,11 +73,11 @@ def _search(candidates: list[dict]) -> Callable:
 
 def _channels(groups: list[dict]) -> Callable:
     def draw(axes):
-        shown = [g for g in groups if g["status"] != "skipped"][:40]
+        shown = [(i, g) for i, g in enumerate(groups) if g["status"] != "skipped"][:40]
         positions = range(len(shown))
-        axes.bar(positions, [g["size"] for g in shown], color="#CCCCCC", label="before")
-        axes.bar(positions, [g["kept"] for g in shown], color="#4C72B0", label="after")
-        axes.set_xticks(list(positions), [str(i) for i in positions], fontsize=6)
+        axes.bar(positions, [g["size"] for _, g in shown], color="#CCCCCC", label="before")
+        axes.bar(positions, [g["kept"] for _, g in shown], color="#4C72B0", label="after")
+        axes.set_xticks(list(positions), [str(i) for i, _ in shown], fontsize=6)
         axes.set_xlabel("channel group (see table)")
         axes.set_ylabel("channels")
         axes.set_title("Channels per pruned group")
