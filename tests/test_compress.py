@@ -191,3 +191,13 @@ def test_search_measures_candidates_and_honours_the_budget(digits):
     assert found.met == candidate.within_budget == (candidate.drop <= 0.0)
     record = found.as_dict()
     assert record["reached_target"] is False and record["chosen"] == "MACs x0.50"
+
+
+def test_library_exports_every_pass_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, onnxslim_kd as sk; sk.prune; sk.decompose; sk.quantize_model; " \
+           "sk.distill; print('torch' in sys.modules)"  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
