@@ -168,6 +168,12 @@ def _budget_verdict(result: CompressResult, found: SearchResult | None, max_drop
     drop, how = accuracy_drop(result.comparison)
     if drop is None or drop <= max_drop + 1e-12:
         return 0
+    if found and found.met and found.chosen.speedup < found.target_speedup:
+        best = found.chosen
+        sys.stderr.write(
+            f"onnxslim-kd: target {found.target_speedup:g}x not reached within the budget: "
+            f"the fastest candidate in budget is {best.speedup:.2f}x ({best.label})\n"
+        )
     tried = f" after {len(found.candidates)} candidates" if found else ""
     sys.stderr.write(
         f"onnxslim-kd: accuracy budget not met{tried}: {how} {drop:.4f} > --max-drop "
