@@ -30,9 +30,14 @@ DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
 
 examples:
   onnxslim-kd inspect model.onnx --json
-  onnxslim-kd bench model.onnx model.slim.onnx --data calib.npz
-  onnxslim-kd compare model.onnx model.slim.onnx --data test.npz
-  onnxslim-kd compress model.onnx -o model.slim.onnx --data calib.npz
+  onnxslim-kd compress model.onnx -o model.slim.onnx --data train.npz --eval-data test.npz \
+      --target-speedup 4 --max-drop 0.01 --html report.html
+  onnxslim-kd prune model.onnx -o pruned.onnx --target-macs 0.5 --global
+  onnxslim-kd quantize model.onnx -o model.int8.onnx --data calib.npz
+  onnxslim-kd bench model.onnx model.slim.onnx --data test.npz --batch 32
+  onnxslim-kd check model.slim.onnx --baseline model.onnx --data test.npz --max-drop 0.01
+
+run `onnxslim-kd COMMAND --help` for each command's options and examples.
 """
 
 
