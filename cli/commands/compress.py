@@ -188,7 +188,7 @@ def render(
     """Passes, the search (if any), and the before/after table."""
     steps = [
         (r["pass"], f"{r['seconds']:.2f} s" + (" (resumed)" if r.get("resumed") else ""),
-         _changes(r["summary"]))
+         r["headline"])
         for r in result.passes
     ]  # fmt: skip
     parts = [markdown_table(["pass", "time", "what it did"], steps)]
@@ -202,13 +202,3 @@ def render(
     parts.append(markdown_table(["", "before", "after", "change"], result.comparison.rows()))
     parts.append(f"wrote {output} and {report_path}")
     return "\n\n".join(parts)
-
-
-def _changes(summary: dict) -> str:
-    """The scalar facts of a pass summary, in a line."""
-    facts = [
-        f"{key.replace('_', ' ')}: {value}"
-        for key, value in summary.items()
-        if isinstance(value, int | float | str) and not isinstance(value, bool) and value
-    ]
-    return "; ".join(facts[:6]) or "nothing to change"

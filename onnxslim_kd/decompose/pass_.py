@@ -49,3 +49,9 @@ class DecomposePass(Pass):
             shapes=context.shapes,
         )
         return PassResult(out, summary.as_dict())
+
+    def describe(self, summary: dict) -> str:
+        done = summary["layers_decomposed"]
+        total = done + summary["layers_skipped"]
+        ratio = summary["macs_ratio"]
+        return f"{done} of {total} layers factorised ({summary['strategy']}); MACs x{ratio}"

@@ -26,3 +26,14 @@ class DistillPass(Pass):
 
         trained, summary = distill(model, [context.original], data, options=self.options)
         return PassResult(trained, summary)
+
+    def describe(self, summary: dict) -> str:
+        epochs = summary.get("training", {}).get("epochs")
+        if summary.get("val_before") is None:
+            return f"trained {epochs} epochs (no held-out data)"
+        teacher = summary.get("val_teacher")
+        reference = f" (teacher {teacher:.2%})" if teacher is not None else ""
+        return (
+            f"held-out {summary['metric']} {summary['val_before']:.2%} -> "
+            f"{summary['val_after']:.2%}{reference}, {epochs} epochs"
+        )

@@ -61,6 +61,15 @@ class Pass(ABC):
     def run(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
         """Return a new model; never mutate `model`."""
 
+    def describe(self, summary: dict[str, Any]) -> str:
+        """One line for the compress table; by default the summary's scalar facts."""
+        facts = [
+            f"{key.replace('_', ' ')}: {value}"
+            for key, value in summary.items()
+            if isinstance(value, int | float | str) and not isinstance(value, bool) and value
+        ]
+        return "; ".join(facts[:6]) or "nothing to change"
+
 
 PASSES: dict[str, type[Pass]] = {}
 

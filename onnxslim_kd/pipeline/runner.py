@@ -105,6 +105,7 @@ def _run_pass(
         "options": vars(step.options),
         "seconds": round(seconds, 3),
         "summary": result.summary,
+        "headline": step.describe(result.summary),
         "params_after": after.params,
         "macs_after": after.macs,
         "fidelity_vs_previous": {k: v.as_dict() for k, v in fidelity.items()},

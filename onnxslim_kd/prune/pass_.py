@@ -21,3 +21,9 @@ class PrunePass(Pass):
         record = summary.as_dict()
         record.pop("plan")
         return PassResult(pruned, record)
+
+    def describe(self, summary: dict) -> str:
+        return (
+            f"{summary['groups_pruned']} channel groups pruned, {summary['groups_skipped']} kept "
+            f"whole; MACs {summary['macs_before'] / 1e6:.1f}M -> {summary['macs_after'] / 1e6:.1f}M"
+        )

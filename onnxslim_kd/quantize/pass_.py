@@ -19,3 +19,13 @@ class QuantizePass(Pass):
         data = context.require_data(self.name, "calibration data")
         quantized, summary = quantize_model(model, data, self.options)
         return PassResult(quantized, summary.as_dict())
+
+    def describe(self, summary: dict) -> str:
+        types, coverage = summary["data_types"], summary["coverage"]
+        kernels = coverage["integer"] + coverage["dq_float"] + coverage["float"]
+        speedup = summary["latency"]["models"][-1]["speedup"] if summary.get("latency") else None
+        timing = f"; {speedup:.2f}x vs FP32" if speedup else ""
+        return (
+            f"{summary['result']}: {types['format']} {types['activations']}/{types['weights']}, "
+            f"{coverage['integer']}/{kernels} integer kernels{timing}"
+        )
