@@ -77,7 +77,7 @@ def build(work: Path) -> dict[str, tuple[Path, float]]:
     recipe = work / "prune_kd.yaml"
     recipe.write_text(
         "passes:\n  - prune: {target_macs: 0.5, global_ranking: true}\n"
-        "  - distill: {epochs: 12, lr: 0.001, augment_shift: 2, patience: 12}\n"
+        "  - distill: {epochs: 30, lr: 0.001, augment_shift: 2, patience: 30}\n"
     )
     seconds = _cli("compress", model, "-o", str(work / "pkd.onnx"), "--recipe", str(recipe),
                    "--data", train, "--eval-data", test, "--bench-runs", "0")  # fmt: skip

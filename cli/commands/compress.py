@@ -79,7 +79,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     target.add_argument("--target-latency", type=float, metavar="MS", help="or this p50 latency")
     parser.add_argument("--max-drop", type=float, default=0.01,
                         help="accuracy budget as a fraction (0.01 = one point)")  # fmt: skip
-    parser.add_argument("--distill-epochs", type=int, default=12, help="KD epochs (12)")
+    parser.add_argument("--distill-epochs", type=int, default=30, help="KD epochs (30)")
     add_shape_option(parser)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--bench-runs", type=int, default=50, help="timed runs (0: no timing)")

@@ -28,7 +28,7 @@ from onnxslim_kd.report.gate import accuracy_drop
 STRENGTHS = (1.0, 0.5, 0.3, 0.2, 0.13, 0.08)
 
 
-def default_recipe(keep_macs: float | None, distill_epochs: int = 12) -> list[dict[str, Any]]:
+def default_recipe(keep_macs: float | None, distill_epochs: int = 30) -> list[dict[str, Any]]:
     """prune -> decompose (only where measured faster) -> distill (if torch) -> quantize.
 
     Without torch there is no fine-tune to recover what pruning costs, so nothing is pruned.
@@ -95,7 +95,7 @@ def search(
     *,
     target_speedup: float,
     max_drop: float,
-    distill_epochs: int = 12,
+    distill_epochs: int = 30,
     bench_runs: int = 50,
     bench_batch: int = 1,
     threads: int | None = None,
