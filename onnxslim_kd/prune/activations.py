@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
@@ -31,28 +34,56 @@ def observed_tensors(an: Analysis, roots: list[int]) -> dict[int, str]:
     return {root: name for root, (_, name) in chosen.items()}
 
 
+@dataclass
+class ChannelStats:
+    """Running per-position statistics along one tensor's channel axis."""
+
+    count: int = 0
+    total: np.ndarray | float = 0.0
+    total_abs: np.ndarray | float = 0.0
+    nonzero: np.ndarray | float = 0.0
+    low: np.ndarray | float = np.inf
+    high: np.ndarray | float = -np.inf
+
+    def add(self, rows: np.ndarray) -> None:
+        """Fold in a [channels, values] block."""
+        self.count += rows.shape[1]
+        self.total = self.total + rows.sum(axis=1, dtype=np.float64)
+        self.total_abs = self.total_abs + np.abs(rows).sum(axis=1, dtype=np.float64)
+        self.nonzero = self.nonzero + (rows != 0).sum(axis=1)
+        self.low = np.minimum(self.low, rows.min(axis=1))
+        self.high = np.maximum(self.high, rows.max(axis=1))
+
+
+def probe_channels(
+    model: onnx.ModelProto, axes: dict[str, int], batches: Iterable[dict[str, np.ndarray]]
+) -> dict[str, ChannelStats]:
+    """Run `model` with tensors `axes` (name -> channel axis) as outputs and stream their
+    per-channel statistics, so no activation is kept beyond one batch."""
+    probe = clone(model)
+    del probe.graph.output[:]
+    names = list(axes)
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    session = make_session(probe)
+    stats = {name: ChannelStats() for name in names}
+    for feeds in batches:
+        for name, value in zip(names, session.run(names, feeds), strict=True):
+            axis = axes[name]
+            stats[name].add(np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1))
+    return stats
+
+
 def channel_statistics(
     an: Analysis, roots: list[int], data: Dataset, batch_size: int = 32
 ) -> dict[int, dict[str, np.ndarray]]:
     """Fraction of non-zeros and mean |x| per channel of every observed space."""
     tensors = observed_tensors(an, roots)
-    probe = clone(an.model)
-    del probe.graph.output[:]
-    for name in dict.fromkeys(tensors.values()):
-        probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = make_session(probe)
-    names = list(dict.fromkeys(tensors.values()))
-    sums: dict[str, dict[str, np.ndarray]] = {}
-    count: dict[str, int] = dict.fromkeys(names, 0)
-    for feeds in data.batches(fixed_batch(an.model) or batch_size):
-        for name, value in zip(names, session.run(names, feeds), strict=True):
-            axis = an.layouts[name].axis
-            moved = np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
-            acc = sums.setdefault(name, {"nonzero": 0.0, "mean_abs": 0.0})
-            acc["nonzero"] = acc["nonzero"] + (moved != 0).sum(axis=1)
-            acc["mean_abs"] = acc["mean_abs"] + np.abs(moved).sum(axis=1)
-            count[name] += moved.shape[1]
+    axes = {name: an.layouts[name].axis for name in tensors.values()}
+    stats = probe_channels(an.model, axes, data.batches(fixed_batch(an.model) or batch_size))
     return {
-        root: {key: total / count[name] for key, total in sums[name].items()}
+        root: {
+            "nonzero": stats[name].nonzero / stats[name].count,
+            "mean_abs": stats[name].total_abs / stats[name].count,
+        }
         for root, name in tensors.items()
     }

@@ -20,8 +20,8 @@ from onnx import numpy_helper
 from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
-from onnxslim_kd.graph.session import make_session
-from onnxslim_kd.graph.walk import attribute, clone
+from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.prune.activations import probe_channels
 from onnxslim_kd.prune.analysis import Analysis, ParamSlice
 from onnxslim_kd.prune.budget import keep_lookup
 from onnxslim_kd.prune.layout import Layout, kept_positions
@@ -95,20 +95,8 @@ def _input_statistics(
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Mean, min and max of every position along each consumer input's channel axis."""
     axes = {an.graph.node[i].input[0]: source.axis for i, source in consumers.items()}
-    names = list(axes)
-    probe = clone(an.model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    session = make_session(probe)
-    sums, lows, highs, count = {}, {}, {}, dict.fromkeys(names, 0)
-    for feeds in _feeds(an, shapes, data):
-        for name, value in zip(names, session.run(names, feeds), strict=True):
-            rows = np.moveaxis(value, axes[name], 0).reshape(value.shape[axes[name]], -1)
-            sums[name] = sums.get(name, 0) + rows.sum(axis=1, dtype=np.float64)
-            lows[name] = np.minimum(lows.get(name, np.inf), rows.min(axis=1))
-            highs[name] = np.maximum(highs.get(name, -np.inf), rows.max(axis=1))
-            count[name] += rows.shape[1]
-    return {n: (sums[n] / count[n], lows[n], highs[n]) for n in names}
+    stats = probe_channels(an.model, axes, _feeds(an, shapes, data))
+    return {n: (s.total / s.count, s.low, s.high) for n, s in stats.items()}
 
 
 def _feeds(an: Analysis, shapes: dict, data: Dataset | None) -> Iterator[dict]:
