@@ -28,6 +28,8 @@ EXAMPLES = """examples:
   onnxslim-kd prune model.onnx -o small.onnx --criterion apoz --data calib.npz
   onnxslim-kd prune model.onnx -o small.onnx --ratio 0.3 --plan-out plan.json
   onnxslim-kd prune model.onnx -o small.onnx --plan plan.json      # re-apply an edited plan
+  onnxslim-kd prune model.onnx -o small.onnx --downsample 2 --target-macs 0.15 --global \
+      --data train.npz   # half resolution after the stem, then channels; then distill
 """
 
 
@@ -52,6 +54,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
                         help="node names, regexes or op types to leave alone")  # fmt: skip
     parser.add_argument("--prune-stem", action="store_true", help="also prune the stem conv")
+    parser.add_argument("--downsample", type=int, default=1, metavar="F",
+                        help="run layers after the stem conv at 1/F resolution (raises its "
+                        "stride; needs distill; resolution-free outputs only)")  # fmt: skip
     parser.add_argument("--plan", help="apply the kept channels of a saved plan")
     parser.add_argument("--plan-out", help="save the plan (kept channels per group) as JSON")
     add_data_options(parser)
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         round_to=args.round_to,
         exclude=args.exclude,
         keep_stem=not args.prune_stem,
+        downsample=args.downsample,
         plan=args.plan,
     )
     model = load(args.model)
@@ -99,5 +105,12 @@ def render(summary: PruneSummary) -> str:
         markdown_table(["group", "status", "channels", "why skipped"], rows),
         markdown_table(["", "before", "after", "reduction"], totals),
     ]
+    if summary.spatial and not summary.spatial["skipped"]:
+        spatial = summary.spatial
+        parts.append(
+            f"resolution after {spatial['node']}: {spatial['resolution_before']} -> "
+            f"{spatial['resolution_after']} (stride {spatial['stride_before']} -> "
+            f"{spatial['stride_after']})"
+        )
     parts += [f"warning: {w}" for w in summary.warnings]
     return "\n\n".join(parts)

@@ -23,7 +23,14 @@ class PrunePass(Pass):
         return PassResult(pruned, record)
 
     def describe(self, summary: dict) -> str:
+        spatial = summary.get("spatial") or {}
+        resized = (
+            f"resolution {spatial['resolution_before']} -> {spatial['resolution_after']}; "
+            if spatial and not spatial["skipped"]
+            else ""
+        )
         return (
-            f"{summary['groups_pruned']} channel groups pruned, {summary['groups_skipped']} kept "
-            f"whole; MACs {summary['macs_before'] / 1e6:.1f}M -> {summary['macs_after'] / 1e6:.1f}M"
+            f"{resized}{summary['groups_pruned']} channel groups pruned, "
+            f"{summary['groups_skipped']} kept whole; "
+            f"MACs {summary['macs_before'] / 1e6:.1f}M -> {summary['macs_after'] / 1e6:.1f}M"
         )

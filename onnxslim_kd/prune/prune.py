@@ -20,6 +20,7 @@ from onnxslim_kd.prune.fold import compensate_removed, dead_spaces
 from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
 from onnxslim_kd.prune.plan import plan_record, planned_keep, read_plan
 from onnxslim_kd.prune.rewrite import apply_keep
+from onnxslim_kd.prune.spatial import downsample
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PruneOptions:
     seed: int = 0
     plan: dict | str | None = None
     compensate: bool = True  # fold removed channels' constant/mean output into the next bias
+    downsample: int = 1  # run everything after the stem conv at 1/downsample resolution
 
     def __post_init__(self) -> None:
         if isinstance(self.plan, str):
@@ -52,6 +54,8 @@ class PruneOptions:
             raise InputError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
         if self.round_to < 1:
             raise InputError(f"round_to must be >= 1, got {self.round_to}")
+        if self.downsample < 1:
+            raise InputError(f"downsample must be >= 1, got {self.downsample}")
         make_criterion(self.criterion)
 
 
@@ -77,6 +81,7 @@ class PruneSummary:
     macs_after: int | None
     warnings: list[str]
     plan: dict
+    spatial: dict | None = None
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -91,16 +96,24 @@ def prune(
     data: Dataset | None = None,
     shapes: dict[str, list[int]] | None = None,
 ) -> tuple[onnx.ModelProto, PruneSummary]:
-    """Remove channels per `options`; return the pruned model and what was done.
+    """Remove channels (and resolution, with `downsample`) per `options`; return the pruned
+    model and what was done. `target_macs` counts both against the input model's MACs.
 
-    When no channel is removed (ratio 0, everything blocked) the input comes back as is.
+    When nothing changes (ratio 0, everything blocked) the input comes back as is.
     """
     canonical, _ = canonicalize(model)
     concrete = resolve_shapes(canonical, shapes or {}, batch=1)
+    original = model_stats(canonical, concrete)
+    spatial = None
+    if options.downsample > 1:
+        canonical, spatial = downsample(canonical, options.downsample, concrete)
+    resized = spatial is not None and spatial.skipped is None
     an = analyze(canonical, concrete)
     warnings = _apply_exclusions(an, options)
+    if spatial is not None and spatial.skipped:
+        warnings.append(f"downsample skipped: {spatial.skipped}")
     prunable = [r for r in an.spaces.roots() if not an.spaces[r].blocked]
-    before = model_stats(canonical, concrete)
+    before = model_stats(canonical, concrete) if resized else original
     macs = _macs_by_index(canonical, before.macs_per_node)
     if options.plan is not None:
         kept = _kept_from_plan(an, prunable, options.plan, warnings)
@@ -112,13 +125,15 @@ def prune(
                 f"{len(criterion.fallbacks)} groups have no BatchNormalization: L1 used"
             )
         budget = Budget(options.ratio, options.global_ranking, options.max_ratio, options.round_to)
-        if options.target_macs is not None:
-            budget, kept = ratio_for_macs(an, scores, budget, macs, options.target_macs)
-            reached = estimated_macs(an, macs, kept) / max(sum(macs.values()), 1)
+        if options.target_macs is None:
+            kept = select(an, scores, budget)
+        elif (share := options.target_macs * original.macs / max(before.macs, 1)) >= 1:
+            kept = {}  # the resolution change alone reaches the target
+        else:
+            budget, kept = ratio_for_macs(an, scores, budget, macs, share)
+            reached = estimated_macs(an, macs, kept) / max(original.macs, 1)
             if reached > options.target_macs + 1e-9:
                 warnings.append(f"MACs target {options.target_macs} not reachable: {reached:.3f}")
-        else:
-            kept = select(an, scores, budget)
     by_root = _groups(an, kept)
     groups = list(by_root.values())
     record = plan_record(
@@ -127,7 +142,7 @@ def prune(
         options.criterion,
     )  # fmt: skip
     if not any(g.status == "pruned" for g in groups):
-        out = clone(model)
+        out = canonical if resized else clone(model)
         after = before
     else:
         if options.compensate and (data is not None or dead_spaces(an, kept)):
@@ -135,8 +150,8 @@ def prune(
         out = apply_keep(an, kept)
         after = model_stats(out, concrete)
     summary = PruneSummary(
-        options.criterion, groups, before.params, after.params, before.macs, after.macs,
-        warnings, record,
+        options.criterion, groups, original.params, after.params, original.macs, after.macs,
+        warnings, record, None if spatial is None else spatial.as_dict(),
     )  # fmt: skip
     return out, summary
 
