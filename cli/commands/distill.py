@@ -14,6 +14,7 @@ from cli.commands.common import (
     save_output,
     say,
 )
+from onnxslim_kd import progress
 from onnxslim_kd.distill import require_torch
 from onnxslim_kd.distill.options import LOSS_NAMES, DistillOptions
 from onnxslim_kd.errors import InputError
@@ -71,6 +72,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=defaults.device, help="cpu or cuda (%(default)s)")
     parser.add_argument("--pair", action="append", default=[], metavar="STUDENT=TEACHER",
                         help="feature tensors to match (repeatable; default: by name)")  # fmt: skip
+    parser.add_argument("--checkpoint-dir", metavar="DIR",
+                        help="save the training state here after every epoch; rerunning the "
+                        "same command resumes after the last finished epoch")  # fmt: skip
     add_json_option(parser, "the summary")
     parser.set_defaults(handler=run)
 
@@ -78,13 +82,14 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     require_torch()
     from onnxslim_kd.distill.api import distill
+    from onnxslim_kd.distill.distributed import joined
 
     try:
         options = DistillOptions(
             epochs=args.epochs, loss=args.loss, temperature=args.temperature, alpha=args.alpha,
             lr=args.lr, batch=args.batch, optimizer=args.optimizer, max_seconds=args.max_seconds,
             patience=args.patience, seed=args.seed, device=args.device, pairs=args.pair,
-            augment_shift=args.augment_shift,
+            augment_shift=args.augment_shift, checkpoint_dir=args.checkpoint_dir,
         )  # fmt: skip
     except ValueError as exc:
         raise InputError(f"distill: {exc}") from exc
@@ -93,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     teachers = [load(path) for path in args.teacher]
     data = data_from(args, student, args.data)
     val = data_from(args, student, args.eval_data)
-    model, summary = distill(student, teachers, data, val=val, options=options)
+    with joined(options.device) as world:
+        if not world.main:  # under torchrun only rank 0 shows progress and writes
+            progress.ENABLED = False
+        model, summary = distill(student, teachers, data, val=val, options=options)
+    if not world.main:
+        return 0
     save_output(model, args.output, args.student, *args.teacher)
     record = {"student": args.student, "teachers": args.teacher, "output": args.output, **summary}
     emit_json(args.json, record)
@@ -106,8 +116,12 @@ def render(summary: dict, output: str) -> str:
     training = summary["training"]
     rows = [(key.removeprefix("val_"), f"{summary[key]:.2%}")
             for key in ("val_before", "val_after", "val_teacher") if key in summary]  # fmt: skip
+    rows.append(("epochs (best)", f"{training['epochs']} ({training['best_epoch']})"))
+    if training["resumed_from"] is not None:
+        rows.append(("resumed from checkpoint after epoch", str(training["resumed_from"])))
+    if training["processes"] > 1:
+        rows.append(("torchrun processes", str(training["processes"])))
     rows += [
-        ("epochs (best)", f"{training['epochs']} ({training['best_epoch']})"),
         ("time", f"{training['seconds']:.1f} s, {training['stopped']}"),
         ("write-back max rel diff", f"{summary['writeback_max_rel_diff']:.2g}"),
     ]

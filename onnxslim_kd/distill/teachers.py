@@ -44,8 +44,9 @@ class Ensemble:
 
     def batch_logits(self, feeds: dict[str, Tensor]) -> Tensor:
         """Teacher outputs on one (augmented) batch, run in onnxruntime: [teachers, batch, ...]."""
-        if self._sessions is None:
-            self._sessions = [make_session(model) for model in self.models]
+        if self._sessions is None:  # as many threads as torch: torchrun ranks share the cores
+            threads = torch.get_num_threads()
+            self._sessions = [make_session(model, threads=threads) for model in self.models]
         arrays = {name: value.detach().cpu().numpy() for name, value in feeds.items()}
         outputs = [session.run(None, arrays)[0] for session in self._sessions]
         return torch.from_numpy(np.stack(outputs)).float()

@@ -2,7 +2,8 @@
 
 The validation metric is accuracy when the held-out data has labels, else top-1 agreement
 with the teachers; the best epoch's weights are kept, and training stops after `patience`
-epochs without improvement or when the time budget runs out.
+epochs without improvement or when the time budget runs out. The state after each epoch
+can be saved and resumed (`checkpoint`), and the loop runs data-parallel under torchrun.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from torch import Tensor
 
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.distill.checkpoint import TrainCheckpoint
+from onnxslim_kd.distill.distributed import World
 from onnxslim_kd.distill.executor import GraphModule, to_torch
 from onnxslim_kd.distill.features import FeaturePlan
 from onnxslim_kd.distill.losses import Objective, Signals
@@ -57,23 +60,80 @@ class TrainReport:
     best_epoch: int | None = None
     stopped: str = "epochs done"
     history: list[dict] = field(default_factory=list)
+    processes: int = 1
+    resumed_from: int | None = None  # the last epoch a saved checkpoint had finished
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def evaluate(student: GraphModule, split: Split, batch: int) -> float:
-    """Accuracy on labels, or top-1 agreement with the ensemble when there are none."""
+    """Accuracy on labels, or top-1 agreement with the ensemble when there are none.
+
+    Under torchrun each rank scores its own slice and the counts are summed, so every
+    rank gets the same number and makes the same best-epoch and early-stop decisions.
+    """
+    world = World.current()
     reference = split.labels
     if reference is None:
         reference = Ensemble.soft_targets(split.teacher_logits, 1.0).argmax(dim=1)
     correct = 0
     with torch.no_grad():
-        for start in range(0, len(split), batch):
-            index = torch.arange(start, min(start + batch, len(split)))
+        for index in world.shard(torch.arange(len(split))).split(batch):
             logits = student(*split.batch(index).values())[0]
             correct += int((logits.argmax(dim=1).cpu() == reference[index].cpu()).sum())
-    return correct / len(split)
+    return world.total(correct) / len(split)
+
+
+class _Run:
+    """The state that carries from one epoch to the next, saved whole for resuming."""
+
+    def __init__(
+        self, student: GraphModule, objective: Objective, options: DistillOptions, samples: int
+    ) -> None:
+        self.student, self.objective = student, objective
+        self.params = [*student.parameters(), *objective.parameters()]
+        if options.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(
+                self.params, lr=options.lr, momentum=0.9, nesterov=True
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(self.params, lr=options.lr)
+        self.steps_per_epoch = -(-samples // options.batch)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=options.epochs * self.steps_per_epoch
+        )
+        self.generator = torch.Generator().manual_seed(options.seed)
+        self.report = TrainReport()
+        self.best_metric, self.best_state, self.stale = -1.0, None, 0
+        self.finished = False
+
+    def state_dict(self) -> dict:
+        return {
+            "student": self.student.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "report": self.report.as_dict(),
+            "best": (self.best_metric, self.best_state, self.stale),
+            "finished": self.finished,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.report = TrainReport(**state["report"])
+        self.report.resumed_from = self.report.epochs
+        self.best_metric, self.best_state, self.stale = state["best"]
+        self.finished = state["finished"]
+        if not self.finished:  # a time budget ended the saved run: this one goes on
+            self.report.stopped = "epochs done"
 
 
 def fit(
@@ -84,62 +144,79 @@ def fit(
     train: Split,
     val: Split | None,
     options: DistillOptions,
+    checkpoint: TrainCheckpoint | None = None,
 ) -> TrainReport:
-    """Train `student` in place; with `val`, leave it holding the best epoch's weights."""
+    """Train `student` in place; with `val`, leave it holding the best epoch's weights.
+
+    With `checkpoint`, the state is saved after every epoch and a saved state is resumed
+    from. Under torchrun each rank trains on its slice of every batch (see `distributed`).
+    """
     torch.manual_seed(options.seed)
-    generator = torch.Generator().manual_seed(options.seed)
-    params = [*student.parameters(), *objective.parameters()]
-    if options.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=options.lr, momentum=0.9, nesterov=True)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=options.lr)
-    steps_per_epoch = -(-len(train) // options.batch)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=options.epochs * steps_per_epoch
-    )
-    report = TrainReport()
-    best_metric, best_state, stale = -1.0, None, 0
-    if val is not None:  # epoch 0: the untouched student competes, so a run never makes it worse
-        best_metric, report.best_epoch = evaluate(student, val, options.batch), 0
-        best_state = copy.deepcopy(student.state_dict())
-    start = time.perf_counter()
+    run = _Run(student, objective, options, len(train))
+    if checkpoint is not None and checkpoint.state is not None:
+        run.load_state_dict(checkpoint.state)
+    elif val is not None:  # epoch 0: the untouched student competes, so a run never makes it worse
+        run.best_metric, run.report.best_epoch = evaluate(student, val, options.batch), 0
+        run.best_state = copy.deepcopy(student.state_dict())
+    report = run.report
+    report.processes = World.current().size
+    start, seconds_before = time.perf_counter(), report.seconds
+    deadline = start + options.max_seconds if options.max_seconds else None
     description = "distill"
-    for epoch in range(1, options.epochs + 1):
-        order = torch.randperm(len(train), generator=generator)
-        losses = []
-        for index in progress(order.split(options.batch), description, total=steps_per_epoch):
-            total = objective(_signals(student, teachers, plan, train, index, objective, options))
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(float(total.detach()))
-            report.steps += 1
-            if options.max_seconds and time.perf_counter() - start > options.max_seconds:
-                report.stopped = f"time budget of {options.max_seconds:g} s reached"
-                break
-        record = {"epoch": epoch, "loss": float(np.mean(losses))}
+    while not run.finished:
+        epoch = report.epochs + 1
+        loss = _train_epoch(run, teachers, plan, train, options, description, deadline)
+        record = {"epoch": epoch, "loss": loss}
         if val is not None:
             record["val_metric"] = evaluate(student, val, options.batch)
-            if record["val_metric"] >= best_metric:  # ties: the later, better-trained epoch
-                best_metric, stale, report.best_epoch = record["val_metric"], 0, epoch
-                best_state = copy.deepcopy(student.state_dict())
+            if record["val_metric"] >= run.best_metric:  # ties: the later, better-trained epoch
+                run.best_metric, run.stale, report.best_epoch = record["val_metric"], 0, epoch
+                run.best_state = copy.deepcopy(student.state_dict())
             else:
-                stale += 1
+                run.stale += 1
         report.history.append(record)
         report.epochs = epoch
         description = f"distill {epoch}/{options.epochs} loss {record['loss']:.4f}" + (
             f" val {record['val_metric']:.4f}" if val is not None else ""
         )
+        if run.stale >= options.patience and report.stopped == "epochs done":
+            report.stopped = f"no improvement for {options.patience} epochs"
+        run.finished = epoch == options.epochs or run.stale >= options.patience
+        report.seconds = round(seconds_before + time.perf_counter() - start, 3)
+        if checkpoint is not None:
+            checkpoint.save(run.state_dict())
         if report.stopped != "epochs done":
             break
-        if stale >= options.patience:
-            report.stopped = f"no improvement for {options.patience} epochs"
-            break
-    if best_state is not None:
-        student.load_state_dict(best_state)
-    report.seconds = round(time.perf_counter() - start, 3)
+    if run.best_state is not None:
+        student.load_state_dict(run.best_state)
     return report
+
+
+def _train_epoch(run, teachers, plan, train, options, description, deadline) -> float:
+    """One pass over a fresh seeded permutation; the mean loss of its steps over all ranks."""
+    world = World.current()
+    order = torch.randperm(len(train), generator=run.generator)
+    losses = []
+    for batch in progress(order.split(options.batch), description, total=run.steps_per_epoch):
+        index = world.shard(batch)
+        share = len(index) / len(batch)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = 0.0
+        if len(index):
+            total = run.objective(
+                _signals(run.student, teachers, plan, train, index, run.objective, options)
+            )
+            total.backward()
+            loss = share * float(total.detach())
+        losses.append(loss)
+        world.reduce_gradients(run.params, share)
+        run.optimizer.step()
+        run.schedule.step()
+        run.report.steps += 1
+        if deadline is not None and world.any(time.perf_counter() > deadline):
+            run.report.stopped = f"time budget of {options.max_seconds:g} s reached"
+            break
+    return world.total(float(np.sum(losses))) / len(losses)
 
 
 def _signals(student, teachers, plan, train, index, objective, options) -> Signals:
