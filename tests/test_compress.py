@@ -175,22 +175,51 @@ def test_target_options_need_data(cli, tmp_path, digits):
 
 
 def test_search_measures_candidates_and_honours_the_budget(digits):
-    """One strength, one KD epoch on 200 samples: the search still measures and decides."""
+    """One strength, one KD epoch on 200 samples: the search still times, trains and decides."""
     from onnxslim_kd.pipeline.search import search
 
     model = sk.load(digits / "model.onnx")
     train = sk.load_data(digits / "train.npz", model, samples=200)
     test = sk.load_data(digits / "test.npz", model, samples=200)
     found = search(model, train, test, target_speedup=50.0, max_drop=0.0, distill_epochs=1,
-                   bench_runs=10, strengths=(0.5,))  # fmt: skip
-    (candidate,) = found.candidates
-    assert candidate.keep_macs == 0.5 and candidate.speedup > 0
-    assert [r["pass"] for r in candidate.result.passes] == [
+                   bench_runs=10, strengths=(0.5,), downsample=(1, 2))  # fmt: skip
+    assert [s.label for s in found.structures] == ["MACs x0.50", "1/2 res, MACs x0.12"]
+    assert found.structures[1].macs < found.structures[0].macs < 105_153_792 / 2
+    assert all(s.predicted > 0 for s in found.structures)  # timed; no speed asserted here
+    # no structure reaches 50x, so the fastest one is fine-tuned first
+    first = found.candidates[0]
+    assert first.structure is max(found.structures, key=lambda s: s.predicted)
+    assert [r["pass"] for r in first.result.passes] == [
         "prune", "decompose", "distill", "quantize"
     ]  # fmt: skip
-    assert found.met == candidate.within_budget == (candidate.drop <= 0.0)
+    assert found.met == any(c.within_budget for c in found.candidates)
     record = found.as_dict()
-    assert record["reached_target"] is False and record["chosen"] == "MACs x0.50"
+    assert record["reached_target"] is False
+    assert [c["label"] for c in record["candidates"]] == [c.label for c in found.candidates]
+
+
+def _structure(keep, predicted, downsample=1):
+    from onnxslim_kd.pipeline.search import Structure
+
+    return Structure(keep, downsample, predicted)
+
+
+def _failed(structure):
+    from onnxslim_kd.pipeline.search import Candidate
+
+    return Candidate(structure, structure.predicted, 0.5, 0.5, False, result=None)
+
+
+def test_next_trial_prefers_the_gentlest_structure_meeting_the_target():
+    from onnxslim_kd.pipeline.search import _next_trial
+
+    gentle, middle, strong = _structure(0.5, 2.0), _structure(0.25, 7.0, 2), _structure(0.1, 11.0)
+    structures = [gentle, middle, strong]
+    assert _next_trial(structures, [], target=6.0) is middle
+    assert _next_trial(structures, [], target=20.0) is strong  # none meets it: the fastest
+    # after a miss only gentler structures qualify, the fastest of them first
+    assert _next_trial(structures, [_failed(middle)], target=6.0) is gentle
+    assert _next_trial(structures, [_failed(middle), _failed(gentle)], target=6.0) is None
 
 
 def test_library_exports_every_pass_without_importing_torch():

@@ -27,7 +27,13 @@ from onnxslim_kd.graph.load import load
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, read_recipe
 from onnxslim_kd.pipeline.runner import CompressResult, compress
-from onnxslim_kd.pipeline.search import SearchResult, default_recipe, search
+from onnxslim_kd.pipeline.search import (
+    DOWNSAMPLE,
+    MAX_TRIALS,
+    SearchResult,
+    default_recipe,
+    search,
+)
 from onnxslim_kd.report.comparison import bench_feeds
 from onnxslim_kd.report.environment import environment
 from onnxslim_kd.report.gate import accuracy_drop
@@ -46,9 +52,14 @@ EXAMPLES = """examples:
       --target-speedup 8 --max-drop 0.01 --bench-batch 32 --html report.html
   onnxslim-kd compress model.onnx -o model.slim.onnx --recipe recipe.yaml --json -
 
-without --recipe: with --data, prune (to half the MACs, or searched for --target-*) ->
-decompose where measured faster -> distill (needs the [distill] extra) -> quantize;
-without data, only the lossless canonicalize pass.
+without --recipe: with --data, prune (to half the MACs) -> decompose where measured
+faster -> distill (needs the [distill] extra) -> quantize; without data, only the
+lossless canonicalize pass.
+
+--target-speedup/--target-latency: every strength (MACs kept, optionally at half
+resolution after the stem) is built untuned and timed interleaved first; then the
+gentlest one fast enough is fine-tuned and checked against --max-drop, backing off to
+gentler ones while the budget is missed (--max-trials fine-tunes at most).
 
 recipe.yaml:
   passes:
@@ -80,6 +91,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float, default=0.01,
                         help="accuracy budget as a fraction (0.01 = one point)")  # fmt: skip
     parser.add_argument("--distill-epochs", type=int, default=30, help="KD epochs (30)")
+    parser.add_argument("--max-trials", type=int, default=MAX_TRIALS,
+                        help="fine-tuned search candidates at most (%(default)s)")  # fmt: skip
+    parser.add_argument("--no-downsample", action="store_true",
+                        help="search channel pruning only, at full resolution")  # fmt: skip
     add_shape_option(parser)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--bench-runs", type=int, default=50, help="timed runs (0: no timing)")
@@ -99,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{output}: refusing to overwrite the input model; choose another output")
     if not 0 <= args.max_drop <= 1:
         raise InputError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+    if args.max_trials < 0:
+        raise InputError(f"--max-trials must be >= 0, got {args.max_trials}")
     searching = args.target_speedup is not None or args.target_latency is not None
     if searching and (args.recipe or not args.data):
         raise InputError("--target-speedup/--target-latency need --data and no --recipe")
@@ -112,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             model, data, eval_data, target_speedup=_target(args, model, eval_data or data),
             max_drop=args.max_drop, distill_epochs=args.distill_epochs,
             bench_runs=max(args.bench_runs, 10), bench_batch=args.bench_batch,
-            threads=args.threads, work_dir=work_dir,
+            threads=args.threads, work_dir=work_dir, max_trials=args.max_trials,
+            downsample=(1,) if args.no_downsample else DOWNSAMPLE,
         )  # fmt: skip
         result = found.chosen.result
     else:
@@ -193,12 +211,14 @@ def render(
     ]  # fmt: skip
     parts = [markdown_table(["pass", "time", "what it did"], steps)]
     if found:
+        rows = [(s.label, f"{s.macs / 1e6:.1f} M", f"{s.predicted:.2f}x") for s in found.structures]
+        parts.append(markdown_table(["structure", "MACs", "speed-up untuned"], rows))
         rows = [
             (c.label, f"{c.speedup:.2f}x", f"{c.quality:.2%}", "yes" if c.within_budget else "no",
              "<- chosen" if c is found.chosen else "")
             for c in found.candidates
         ]  # fmt: skip
-        parts.append(markdown_table(["candidate", "speed-up", "quality", "in budget", ""], rows))
+        parts.append(markdown_table(["fine-tuned", "speed-up", "quality", "in budget", ""], rows))
     parts.append(markdown_table(["", "before", "after", "change"], result.comparison.rows()))
     parts.append(f"wrote {output} and {report_path}")
     return "\n\n".join(parts)

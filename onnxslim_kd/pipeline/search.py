@@ -1,12 +1,15 @@
-"""Search the compression strength that reaches a speed-up within an accuracy budget.
+"""Search the compression that reaches a speed-up within an accuracy budget, latency first.
 
-Each candidate runs the whole default recipe (prune to a MACs fraction -> decompose where
-it measurably pays -> distill -> quantize) and is measured like `check` measures: speed-up
-as the ratio of interleaved medians on this machine, quality as test accuracy (or top-1
-agreement with the original without labels). Strengths are tried from gentle to strong;
-the search stops at the first candidate that meets the target within budget, or at the
-first one over budget (stronger ones only lose more), after one bisection step between
-the last good and the first bad strength.
+Fine-tuning is the expensive step (minutes per candidate) and the speed of a structure does
+not depend on its weights, so the search first builds every structure without fine-tuning
+(prune to a MACs fraction, optionally at half resolution -> decompose where it measurably
+pays -> quantize) and times them all interleaved against the original in one run, as
+NetAdapt does with measured latency. Only then does it fine-tune: the gentlest structure
+(most MACs kept) whose measured speed-up meets the target first, and, while a trial
+misses the accuracy budget, the fastest structure that is gentler than every failed one.
+Each trial runs the whole default recipe with distillation and is measured like `check`
+measures: speed-up as the ratio of interleaved medians, quality as test accuracy (or
+top-1 agreement with the original without labels).
 """
 
 from __future__ import annotations
@@ -18,26 +21,37 @@ from typing import Any
 
 import onnx
 
+from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
-from onnxslim_kd.pipeline.runner import CompressResult, compress
+from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
+from onnxslim_kd.progress import progress
+from onnxslim_kd.report.comparison import bench_feeds
 from onnxslim_kd.report.gate import accuracy_drop
 
-#: MACs fractions kept by the pruning stage, gentle to strong; 1.0 (no pruning, so no
-#: distillation either: decompose where faster and quantize) is the safe first step.
+#: MACs fractions kept by channel pruning, gentle to strong; 1.0 (no pruning, so no
+#: distillation either: decompose where faster and quantize) is the safe first trial.
 STRENGTHS = (1.0, 0.5, 0.3, 0.2, 0.13, 0.08)
+#: Resolution factors tried after the stem (2: spatial pruning, see prune/spatial.py).
+DOWNSAMPLE = (1, 2)
+#: Fine-tuned trials at most, besides the no-pruning baseline.
+MAX_TRIALS = 3
 
 
-def default_recipe(keep_macs: float | None, distill_epochs: int = 30) -> list[dict[str, Any]]:
+def default_recipe(
+    keep_macs: float | None, distill_epochs: int = 30, downsample: int = 1
+) -> list[dict[str, Any]]:
     """prune -> decompose (only where measured faster) -> distill (if torch) -> quantize.
 
-    Without torch there is no fine-tune to recover what pruning costs, so nothing is pruned.
+    `keep_macs` counts the resolution change too. Without torch there is no fine-tune to
+    recover what pruning costs, so nothing is pruned.
     """
     recipe: list[dict[str, Any]] = []
-    prunes = keep_macs is not None and keep_macs < 1
-    distills = prunes and importlib.util.find_spec("torch") is not None
+    prunes = (keep_macs is not None and keep_macs < 1) or downsample > 1
+    distills = prunes and _can_distill()
     if distills:
-        recipe.append({"name": "prune", "target_macs": keep_macs, "global_ranking": True})
+        step = {"name": "prune", "target_macs": keep_macs, "global_ranking": True}
+        recipe.append(step | ({"downsample": downsample} if downsample > 1 else {}))
     recipe.append({"name": "decompose", "energy": 0.95, "measure": True})
     if distills:
         recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3,
@@ -47,21 +61,53 @@ def default_recipe(keep_macs: float | None, distill_epochs: int = 30) -> list[di
 
 
 @dataclass
-class Candidate:
-    """One strength tried: its measured speed-up and quality."""
+class Structure:
+    """A compression strength, and the speed-up its untuned build measured."""
 
-    label: str
     keep_macs: float
+    downsample: int = 1
+    predicted: float = 0.0
+    macs: int = 0
+
+    @property
+    def label(self) -> str:
+        channels = "no pruning" if self.keep_macs >= 1 else f"MACs x{self.keep_macs:.2f}"
+        return channels if self.downsample == 1 else f"1/{self.downsample} res, {channels}"
+
+    def recipe(self, distill_epochs: int) -> list[dict[str, Any]]:
+        return default_recipe(self.keep_macs, distill_epochs, self.downsample)
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "keep_macs": round(self.keep_macs, 4),
+                "downsample": self.downsample, "macs": self.macs,
+                "predicted_speedup": round(self.predicted, 3)}  # fmt: skip
+
+
+@dataclass
+class Candidate:
+    """One fine-tuned trial: its measured speed-up and quality."""
+
+    structure: Structure
     speedup: float
     quality: float
     drop: float
     within_budget: bool
     result: CompressResult = field(repr=False)
 
+    @property
+    def label(self) -> str:
+        return self.structure.label
+
+    @property
+    def keep_macs(self) -> float:
+        return self.structure.keep_macs
+
     def as_dict(self) -> dict:
         return {
             "label": self.label,
             "keep_macs": self.keep_macs,
+            "downsample": self.structure.downsample,
+            "predicted_speedup": round(self.structure.predicted, 3),
             "speedup": round(self.speedup, 3),
             "quality": round(self.quality, 4),
             "drop": round(self.drop, 4),
@@ -71,6 +117,7 @@ class Candidate:
 
 @dataclass
 class SearchResult:
+    structures: list[Structure]
     candidates: list[Candidate]
     chosen: Candidate
     met: bool  # the chosen candidate is within the accuracy budget
@@ -84,6 +131,7 @@ class SearchResult:
             "met_budget": self.met,
             "reached_target": self.chosen.speedup >= self.target_speedup,
             "chosen": self.chosen.label,
+            "structures": [s.as_dict() for s in self.structures],
             "candidates": [c.as_dict() for c in self.candidates],
         }
 
@@ -101,36 +149,104 @@ def search(
     threads: int | None = None,
     work_dir: Path | None = None,
     strengths: tuple[float, ...] = STRENGTHS,
+    downsample: tuple[int, ...] = DOWNSAMPLE,
+    max_trials: int = MAX_TRIALS,
 ) -> SearchResult:
-    """Try strengths until the target is met within budget; return every candidate."""
+    """Time every structure untuned, then fine-tune the most promising ones; see the module
+    docstring for the order. Returns the fastest trial within budget (else the closest)."""
+    checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
+    grid = _grid(strengths, downsample) if _can_distill() else [Structure(1.0)]
+    run_options = {"eval_data": eval_data, "threads": threads, "bench_batch": bench_batch,
+                   "checkpoints": checkpoints}  # fmt: skip
+    structures = _time_structures(model, data, grid, bench_runs, **run_options)
     tried: list[Candidate] = []
 
-    def attempt(keep: float) -> Candidate:
-        checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
+    def attempt(structure: Structure) -> Candidate:
         result = compress(
-            model, default_recipe(keep, distill_epochs), data=data, eval_data=eval_data,
-            threads=threads, bench_runs=bench_runs, bench_batch=bench_batch,
-            checkpoints=checkpoints,
+            model, structure.recipe(distill_epochs), data=data, bench_runs=bench_runs,
+            **run_options,
         )  # fmt: skip
         drop, _ = accuracy_drop(result.comparison)
         drop = 0.0 if drop is None else drop
         base = result.comparison.accuracy_before or 1.0
-        label = "no pruning" if keep >= 1 else f"MACs x{keep:.2f}"
         speedup = result.comparison.latency.latencies[-1].speedup
-        candidate = Candidate(label, keep, speedup, base - drop, drop, drop <= max_drop, result)
+        candidate = Candidate(structure, speedup, base - drop, drop, drop <= max_drop, result)
         tried.append(candidate)
         return candidate
 
-    good: Candidate | None = None
-    for keep in strengths:
-        candidate = attempt(keep)
-        if not candidate.within_budget:
-            if good is not None:
-                attempt((good.keep_macs * keep) ** 0.5)  # one bisection step, geometric
-            break
-        good = candidate
-        if candidate.speedup >= target_speedup:
+    baseline = next((s for s in structures if s.keep_macs >= 1 and s.downsample == 1), None)
+    if baseline is not None and attempt(baseline).speedup >= target_speedup:
+        structures_left: list[Structure] = []
+    else:
+        structures_left = [s for s in structures if s is not baseline]
+    for _ in range(max_trials):
+        following = _next_trial(structures_left, tried, target_speedup)
+        if following is None or attempt(following).within_budget:
             break
     within = [c for c in tried if c.within_budget]
     chosen = max(within, key=lambda c: c.speedup) if within else min(tried, key=lambda c: c.drop)
-    return SearchResult(tried, chosen, bool(within), target_speedup, max_drop)
+    return SearchResult(structures, tried, chosen, bool(within), target_speedup, max_drop)
+
+
+def _can_distill() -> bool:
+    """Pruned structures are only worth timing when they can be fine-tuned (torch)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _grid(strengths: tuple[float, ...], downsample: tuple[int, ...]) -> list[Structure]:
+    """Every (MACs fraction, resolution factor); a factor F starts from its own 1/F^2."""
+    return [Structure(keep / factor**2, factor) for factor in downsample for keep in strengths]
+
+
+def _time_structures(
+    model: onnx.ModelProto,
+    data: Dataset,
+    structures: list[Structure],
+    bench_runs: int,
+    *,
+    eval_data: Dataset | None,
+    threads: int | None,
+    bench_batch: int,
+    checkpoints: Checkpoints | None,
+) -> list[Structure]:
+    """Build each structure without fine-tuning and time them all interleaved in one run.
+
+    A resolution factor that does not apply to the model (see prune/spatial.py), and a
+    structure no smaller than a gentler one (pruning caps), are dropped.
+    """
+    verify = (eval_data or data).subset(VERIFY_SAMPLES)
+    built: list[tuple[Structure, onnx.ModelProto]] = []
+    seen: set[tuple[int, int]] = set()
+    for structure in progress(structures, "structures", total=len(structures)):
+        recipe = [step for step in structure.recipe(0) if step["name"] != "distill"]
+        result = compress(model, recipe, data=data, eval_data=verify, threads=threads,
+                          bench_runs=0, checkpoints=checkpoints)  # fmt: skip
+        spatial = result.passes[0]["summary"].get("spatial") if structure.downsample > 1 else None
+        structure.macs = result.passes[0]["macs_after"]
+        if (spatial is not None and spatial["skipped"]) or (
+            structure.downsample,
+            structure.macs,
+        ) in seen:
+            continue
+        seen.add((structure.downsample, structure.macs))
+        built.append((structure, result.model))
+    feeds = bench_feeds(model, eval_data or data, {}, bench_batch)
+    timed = [("original", model, feeds)] + [(s.label, m, feeds) for s, m in built]
+    latencies = bench(timed, threads=threads, runs=max(bench_runs, 10)).latencies
+    for (structure, _), latency in zip(built, latencies[1:], strict=True):
+        structure.predicted = latency.speedup
+    return [structure for structure, _ in built]
+
+
+def _next_trial(
+    structures: list[Structure], tried: list[Candidate], target: float
+) -> Structure | None:
+    """The gentlest untried structure predicted to meet the target, else the fastest one;
+    only structures keeping more MACs than every trial that missed the budget qualify."""
+    failed = [c.keep_macs for c in tried if not c.within_budget]
+    done = {id(c.structure) for c in tried}
+    eligible = [s for s in structures if id(s) not in done and all(s.keep_macs > f for f in failed)]
+    meeting = [s for s in eligible if s.predicted >= target]
+    if meeting:
+        return max(meeting, key=lambda s: (s.keep_macs, s.predicted))
+    return max(eligible, key=lambda s: s.predicted, default=None)
