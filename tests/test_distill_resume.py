@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxslim_kd.data import load_data
+from onnxslim_kd.data import load_data, random_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import save
+from tests.builders import conv_net
 from tests.test_distill import damaged
 
 torch = pytest.importorskip("torch")
@@ -19,6 +20,8 @@ torch = pytest.importorskip("torch")
 from onnxslim_kd.distill.api import distill  # noqa: E402
 from onnxslim_kd.distill.checkpoint import STATE_FILE, TrainCheckpoint  # noqa: E402
 from onnxslim_kd.distill.options import DistillOptions  # noqa: E402
+from onnxslim_kd.pipeline.checkpoint import Checkpoints  # noqa: E402
+from onnxslim_kd.pipeline.runner import compress  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +102,23 @@ def test_cli_resumes_a_finished_run_and_refuses_other_options(cli, tmp_path, dig
                         "-o", tmp_path / "d.onnx")  # fmt: skip
     assert other_student.code == 2 and "with a different student model;" in other_student.stderr
     assert not (tmp_path / "c.onnx").exists() and not (tmp_path / "d.onnx").exists()
+
+
+def test_killed_compress_resumes_mid_distill_and_cleans_up(tmp_path, monkeypatch):
+    model = conv_net()
+    data = random_data(model, batch=64, seed=1)
+    recipe = [{"name": "distill", "epochs": 3, "lr": 1e-3}]
+    work = tmp_path / "work"
+    _stop_after_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        compress(model, recipe, data=data, bench_runs=0, checkpoints=Checkpoints(work, model, data))
+    monkeypatch.undo()
+    (stage,) = work.glob("*.d")
+    assert (stage / STATE_FILE).is_file()
+
+    result = compress(
+        model, recipe, data=data, bench_runs=0, checkpoints=Checkpoints(work, model, data)
+    )
+    training = result.passes[0]["summary"]["training"]
+    assert training["resumed_from"] == 2 and training["epochs"] == 3
+    assert not stage.exists()  # the stage is stored, so its scratch state goes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnx
 
 from onnxslim_kd.distill import require_torch
@@ -24,7 +26,10 @@ class DistillPass(Pass):
         require_torch()
         from onnxslim_kd.distill.api import distill
 
-        trained, summary = distill(model, [context.original], data, options=self.options)
+        options = self.options
+        if options.checkpoint_dir is None and context.work_dir is not None:
+            options = replace(options, checkpoint_dir=str(context.work_dir))  # a killed run resumes
+        trained, summary = distill(model, [context.original], data, options=options)
         return PassResult(trained, summary)
 
     def describe(self, summary: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ class Checkpoints:
         text = json.dumps(recipe_so_far, sort_keys=True, default=str)
         return hashlib.sha256((self.base + text).encode()).hexdigest()[:16]
 
+    def stage_dir(self, recipe_so_far: list[dict[str, Any]]) -> Path:
+        """Scratch space of the stage that ends `recipe_so_far`, for a pass's own checkpoints."""
+        return self.directory / f"{self._key(recipe_so_far)}.d"
+
     def load(self, recipe_so_far: list[dict[str, Any]]) -> tuple[onnx.ModelProto, dict] | None:
         key = self._key(recipe_so_far)
         model_path, record_path = self.directory / f"{key}.onnx", self.directory / f"{key}.json"
@@ -48,3 +53,4 @@ class Checkpoints:
         key = self._key(recipe_so_far)
         save(model, self.directory / f"{key}.onnx")
         (self.directory / f"{key}.json").write_text(json.dumps(record, default=str))
+        shutil.rmtree(self.stage_dir(recipe_so_far), ignore_errors=True)

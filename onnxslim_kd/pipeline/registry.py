@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import onnx
@@ -22,11 +23,14 @@ class PassContext:
     """What a pass may use besides the model: data (if given) and concrete input shapes.
 
     `original` is the model the pipeline started from (the teacher of `distill`).
+    `work_dir`, when the pipeline keeps checkpoints, is this stage's own directory for a
+    pass that can resume mid-way (distill's per-epoch state); it goes once the stage is stored.
     """
 
     data: Dataset | None = None
     shapes: dict[str, list[int]] = field(default_factory=dict)
     original: onnx.ModelProto | None = None
+    work_dir: Path | None = None
 
     def require_data(self, pass_name: str, purpose: str) -> Dataset:
         """The data, or a one-line error saying which pass needs it for what."""

@@ -76,6 +76,8 @@ def compress(
             current, record = stored
             record["resumed"] = True
         else:
+            if checkpoints:
+                context.work_dir = checkpoints.stage_dir(entries[: position + 1])
             current, record = _run_pass(step, current, context, verify)
             if checkpoints:
                 checkpoints.store(entries[: position + 1], current, record)
