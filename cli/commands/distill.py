@@ -28,6 +28,14 @@ EXAMPLES = """examples:
       --data train.npz --loss hint --temperature 2 --max-seconds 600 --json report.json
   onnxslim-kd distill small.onnx -o out.onnx --teacher model.onnx --data unlabelled.npz \\
       --loss kd:1,at:1000
+  onnxslim-kd distill pruned.onnx -o pruned.kd.onnx --teacher model.onnx --data train.npz \\
+      --epochs 30 --checkpoint-dir kd.state    # killed? rerun the same command to resume
+  torchrun --standalone --nproc_per_node 2 -m onnxslim_kd distill pruned.onnx \\
+      -o pruned.kd.onnx --teacher model.onnx --data train.npz --epochs 30
+
+torchrun: N processes each train on 1/N of every --batch (the batch and schedule stay those
+of one process) with gradients averaged over gloo (CPU) or nccl (cuda); only rank 0 prints
+and writes the model, the JSON and the checkpoint.
 
 losses: kd (default; plus hard-label CE weighted 1-alpha when the data has labels), ce,
 hint, at, rkd, sp (each added to kd), or explicit weights NAME:W,NAME:W.
