@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import torch
 
 from onnxslim_kd.data.dataset import Dataset
-from onnxslim_kd.distill.checkpoint import TrainCheckpoint, fingerprint
-from onnxslim_kd.distill.distributed import World
 from onnxslim_kd.distill.executor import GraphModule, to_torch
 from onnxslim_kd.distill.features import FeaturePlan, plan_features
 from onnxslim_kd.distill.losses import Objective
@@ -42,7 +38,6 @@ def distill(
     options = options or DistillOptions()
     if val is None and options.val_fraction > 0:
         data, val = holdout(data, options.val_fraction, options.seed)
-    checkpoint = _checkpoint(options, student, teachers, data, val)
     torch.manual_seed(options.seed)
     module = GraphModule(student).to(options.device)
     ensemble = Ensemble(teachers, options.batch)
@@ -66,7 +61,7 @@ def distill(
         summary["metric"] = "accuracy" if val_split.labels is not None else "teacher_agreement"
         summary["val_samples"] = len(val_split)
         summary["val_before"] = evaluate(module, val_split, options.batch)
-    report = fit(module, objective, ensemble, plan, train, val_split, options, checkpoint)
+    report = fit(module, objective, ensemble, plan, train, val_split, options)
     model = write_back(student, module)
     summary["writeback_max_rel_diff"] = _writeback_error(model, module, data, options.device)
     if val_split is not None:
@@ -91,14 +86,6 @@ def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset
     return parts[0], parts[1]
 
 
-def _checkpoint(options, student, teachers, data, val) -> TrainCheckpoint | None:
-    """The run's checkpoint, checked against what it was made from; only rank 0 saves."""
-    if options.checkpoint_dir is None:
-        return None
-    made_from = fingerprint(options, student, teachers, data, val)
-    return TrainCheckpoint(Path(options.checkpoint_dir), made_from, writer=World.current().main)
-
-
 def _check_output_shapes(module: GraphModule, train: Split) -> None:
     """Teacher and student must produce the same first-output shape (per sample)."""
     with torch.no_grad():
@@ -114,12 +101,13 @@ def _check_output_shapes(module: GraphModule, train: Split) -> None:
 def _plan(module, ensemble, train, weights, options) -> FeaturePlan:
     """Match feature tensors when a feature loss is used; otherwise none are needed."""
     outputs = (module.output_names[0], ensemble.models[0].graph.output[0].name)
-    if not set(weights) & {"hint", "at", "sp", "rkd"}:
+    if not set(weights) & {"hint", "at", "sp", "rkd", "fsp", "fspx"}:
         return FeaturePlan([], [], outputs)
     ensemble.torch_teacher.to(options.device)
     feeds = train.batch(torch.arange(min(2, len(train))))
-    plan = plan_features(module, ensemble.torch_teacher, feeds, options.feature_pairs())
-    if not plan.maps and set(weights) & {"hint", "at", "sp"}:
+    pairs, sections = options.feature_pairs(), "fsp" in weights  # fsp relates section ends
+    plan = plan_features(module, ensemble.torch_teacher, feeds, pairs, sections)
+    if not plan.maps and set(weights) & {"hint", "at", "sp", "fsp", "fspx"}:
         raise InputError(
             "distill: teacher and student share no feature-map names to match; "
             "name pairs with --pair STUDENT_TENSOR=TEACHER_TENSOR"

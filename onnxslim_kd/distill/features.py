@@ -3,7 +3,8 @@
 Pruning keeps tensor names, so maps are matched by name: for each spatial size, the last
 4-D tensor both graphs compute at that size (a stage's output), and for relational losses the
 last 2-D tensor before the output (the penultimate embedding; the logits when there is none).
-Explicit pairs override maps.
+With `sections` (the FSP loss relates a section's input to its output) each size's first
+such tensor joins too, just before its last. Explicit pairs override maps.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ def plan_features(
     teacher: GraphModule,
     feeds: dict[str, Tensor],
     pairs: list[tuple[str, str]],
+    sections: bool = False,
 ) -> FeaturePlan:
     """Trace both graphs once on `feeds` and match their feature tensors."""
     with torch.no_grad():
         s_values, t_values = student.trace(feeds), teacher.trace(feeds)
-    maps = pairs or _stage_outputs(teacher, s_values, t_values)
+    maps = pairs or _stage_maps(teacher, s_values, t_values, sections)
     for s_name, t_name in maps:
         for name, values, role in ((s_name, s_values, "student"), (t_name, t_values, "teacher")):
             if name not in values or values[name].dim() != 4:
@@ -58,15 +60,22 @@ def _computed(module: GraphModule, values: dict[str, Tensor]) -> list[str]:
     return [n for n in names if n not in skip and values[n].dtype.is_floating_point]
 
 
-def _stage_outputs(teacher, s_values, t_values) -> list[tuple[str, str]]:
+def _stage_maps(teacher, s_values, t_values, sections: bool) -> list[tuple[str, str]]:
+    first: dict[tuple[int, ...], str] = {}
     last: dict[tuple[int, ...], str] = {}
     for name in _computed(teacher, t_values):
         t, s = t_values[name], s_values.get(name)
         if t.dim() != 4 or s is None or s.dim() != 4 or s.shape[2:] != t.shape[2:]:
             continue
         if t.shape[2:].numel() > 1:
+            first.setdefault(tuple(t.shape[2:]), name)
             last[tuple(t.shape[2:])] = name
-    return [(name, name) for name in last.values()]
+    names = [
+        name
+        for size, end in last.items()
+        for name in ([first[size]] if sections and first[size] != end else []) + [end]
+    ]
+    return [(name, name) for name in names]
 
 
 def _embedding(teacher, s_values, t_values) -> tuple[str, str] | None:

@@ -1,11 +1,13 @@
 """Distillation losses behind one base class, combined by weight into one objective.
 
-Each strategy reads what it needs from `Signals`: logits (ce, kd), matched feature maps
-(hint, at, sp) or the penultimate embedding (rkd). Formulas follow the CRD benchmark code.
+Each strategy reads what it needs from `Signals`: logits (ce, kd, dml), matched feature maps
+(hint, at, sp, fsp, fspx) or the penultimate embedding (rkd). Formulas follow the CRD
+benchmark code.
 """
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -13,6 +15,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from onnxslim_kd.errors import InputError
 
 
 @dataclass
@@ -61,13 +65,36 @@ class LogitKD(DistillLoss):
         return kl.mean() * t * t
 
 
-class Hint(DistillLoss):
-    """FitNets: MSE between matched maps through a learnable 1x1 adapter where channels differ.
+class MutualKL(DistillLoss):
+    """Deep mutual learning's symmetric KL, offline (the teacher stays frozen, file 001):
 
-    The adapters train with the student and are dropped at write-back.
+        T^2 * mean_batch [KL(p_t || p_s) + KL(p_s || p_t)]
+            = T^2 * mean_batch sum_c (p_t - p_s) (log p_t - log p_s)
+
+    with p = softmax(logits / T) along axis 1 (p_t the teachers' average). Unlike `kd` it
+    also penalises student mass where the teacher has none; teacher probabilities are
+    clamped at the float's smallest normal so a saturated teacher costs a large, finite
+    penalty.
     """
 
-    name = "hint"
+    name = "dml"
+
+    def forward(self, signals: Signals) -> Tensor:
+        t = signals.temperature
+        log_student = F.log_softmax(signals.student_logits / t, dim=1)
+        teacher = signals.teacher_probs
+        log_teacher = teacher.clamp_min(torch.finfo(teacher.dtype).tiny).log()
+        jeffreys = ((teacher - log_student.exp()) * (log_teacher - log_student)).sum(dim=1)
+        return jeffreys.mean() * t * t
+
+
+class AdaptedMaps(DistillLoss):
+    """A map loss that first maps each student map to the teacher's channel count.
+
+    Pruning changes channel counts, so a learnable 1x1 conv (no bias) per map pair bridges
+    them; it trains with the student and is dropped at write-back (it is not in the graph).
+    """
+
     needs = "maps"
 
     def __init__(self, channels: list[tuple[int, int]]) -> None:
@@ -76,9 +103,20 @@ class Hint(DistillLoss):
             nn.Identity() if cs == ct else nn.Conv2d(cs, ct, 1, bias=False) for cs, ct in channels
         )
 
+    def adapted(self, signals: Signals) -> list[Tensor]:
+        """The student maps, each with the channels of its teacher map."""
+        pairs = zip(self.adapters, signals.student_maps, strict=True)
+        return [adapt(s) for adapt, s in pairs]
+
+
+class Hint(AdaptedMaps):
+    """FitNets: MSE between matched maps through the adapters."""
+
+    name = "hint"
+
     def forward(self, signals: Signals) -> Tensor:
-        pairs = zip(self.adapters, signals.student_maps, signals.teacher_maps, strict=True)
-        return sum(F.mse_loss(adapt(s), t) for adapt, s, t in pairs)
+        pairs = zip(self.adapted(signals), signals.teacher_maps, strict=True)
+        return sum(F.mse_loss(s, t) for s, t in pairs)
 
 
 def _attention(features: Tensor) -> Tensor:
@@ -136,9 +174,71 @@ class Relational(DistillLoss):
         return 25.0 * distance + 50.0 * angle
 
 
+def gram(first: Tensor, second: Tensor) -> Tensor:
+    """FSP matrix [N, C1, C2] = F1^T F2 / (H*W); the larger map is average-pooled to the
+    smaller one's size first (a no-op for maps of one size)."""
+    size = min(first.shape[2:], second.shape[2:], key=lambda hw: hw.numel())
+    first, second = (F.adaptive_avg_pool2d(m, size).flatten(2) for m in (first, second))
+    return first @ second.transpose(1, 2) / first.shape[2]
+
+
+def sections(maps: list[Tensor]) -> list[list[int]]:
+    """Indices of consecutive maps with one spatial size (a resolution section), in order."""
+    groups: list[list[int]] = []
+    for index, value in enumerate(maps):
+        if groups and maps[groups[-1][0]].shape[2:] == value.shape[2:]:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+class FlowOfSolution(AdaptedMaps):
+    """FSP (Yim et al. 2017): the Gram matrix between the first and last map of each
+    resolution section, teacher vs adapted student, compared by MSE and summed over
+    sections. The feature plan adds each section's first map when this loss is used."""
+
+    name = "fsp"
+
+    def flows(self, groups: list[list[int]]) -> list[tuple[int, int]]:
+        """(first, last) map index of every section holding two or more maps."""
+        return [(group[0], group[-1]) for group in groups if len(group) > 1]
+
+    def forward(self, signals: Signals) -> Tensor:
+        student, teacher = self.adapted(signals), signals.teacher_maps
+        pairs = self.flows(sections(teacher))
+        if not pairs:
+            raise InputError(f"loss '{self.name}': no pair of matched maps to relate")
+        return sum(
+            F.mse_loss(gram(student[i], student[j]), gram(teacher[i], teacher[j])) for i, j in pairs
+        )
+
+
+class CrossLayerFlow(FlowOfSolution):
+    """The cross-layer FSP of file 001: Gram matrices between the last maps of consecutive
+    sections (stage outputs of different resolutions), the larger average-pooled to the
+    smaller size, so knowledge flows across stages rather than within one."""
+
+    name = "fspx"
+
+    def flows(self, groups: list[list[int]]) -> list[tuple[int, int]]:
+        """(last of section k, last of section k+1) for consecutive sections."""
+        return [(a[-1], b[-1]) for a, b in itertools.pairwise(groups)]
+
+
 TERMS: dict[str, type[DistillLoss]] = {
     cls.name: cls
-    for cls in (CrossEntropy, LogitKD, Hint, Attention, SimilarityPreserving, Relational)
+    for cls in (
+        CrossEntropy,
+        LogitKD,
+        MutualKL,
+        Hint,
+        Attention,
+        SimilarityPreserving,
+        Relational,
+        FlowOfSolution,
+        CrossLayerFlow,
+    )
 }
 
 
@@ -148,12 +248,15 @@ class Objective(nn.Module):
     def __init__(self, weights: dict[str, float], channels: list[tuple[int, int]]) -> None:
         super().__init__()
         self.weights = weights
-        self.terms = nn.ModuleDict(
-            {name: Hint(channels) if name == "hint" else TERMS[name]() for name in weights}
-        )
+        self.terms = nn.ModuleDict({name: _term(TERMS[name], channels) for name in weights})
 
     def needs(self, kind: str) -> bool:
         return any(term.needs == kind for term in self.terms.values())
 
     def forward(self, signals: Signals) -> Tensor:
         return sum(self.weights[name] * term(signals) for name, term in self.terms.items())
+
+
+def _term(cls: type[DistillLoss], channels: list[tuple[int, int]]) -> DistillLoss:
+    """Map losses with adapters are built for the plan's channel counts."""
+    return cls(channels) if issubclass(cls, AdaptedMaps) else cls()

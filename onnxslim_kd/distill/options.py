@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from onnxslim_kd.errors import InputError
 
 #: The loss terms; every strategy but `ce` and `kd` adds to logit KD, as in the CRD tables.
-LOSS_NAMES = ("ce", "kd", "hint", "at", "rkd", "sp")
-#: Weights of the feature terms when named alone: the CRD benchmark's betas.
-FEATURE_WEIGHTS = {"hint": 100.0, "at": 1000.0, "rkd": 1.0, "sp": 3000.0}
+LOSS_NAMES = ("ce", "kd", "dml", "hint", "at", "rkd", "sp", "fsp", "fspx")
+#: Weights of the terms added to KD when named alone: the CRD benchmark's betas (fsp and its
+#: cross-layer variant fspx: its FSP beta, 50); dml: 1, the mutual-learning paper's weight.
+FEATURE_WEIGHTS = {
+    "dml": 1.0, "hint": 100.0, "at": 1000.0, "rkd": 1.0, "sp": 3000.0, "fsp": 50.0, "fspx": 50.0
+}  # fmt: skip
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -20,7 +23,7 @@ OPTIMIZERS = ("adamw", "sgd")
 class DistillOptions:
     """One run: losses, schedule and budget. Recipe keys and CLI flags use these names.
 
-    `loss` is a strategy name (`kd`, `ce`, `hint`, `at`, `rkd`, `sp`) or explicit weights
+    `loss` is a strategy name (see LOSS_NAMES) or explicit weights
     (`kd:0.9,ce:0.1,hint:50`). `pairs` (`STUDENT_TENSOR=TEACHER_TENSOR`) override the
     automatic matching of feature maps by name.
     """
@@ -39,7 +42,6 @@ class DistillOptions:
     device: str = "cpu"
     pairs: list[str] = field(default_factory=list)
     augment_shift: int = 0  # random translation of image batches by up to N pixels
-    checkpoint_dir: str | None = None  # save state each epoch here; a rerun resumes
 
     def __post_init__(self) -> None:
         checks = {
