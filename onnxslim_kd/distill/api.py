@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import torch
 
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.distill.checkpoint import TrainCheckpoint, fingerprint
+from onnxslim_kd.distill.distributed import World
 from onnxslim_kd.distill.executor import GraphModule, to_torch
 from onnxslim_kd.distill.features import FeaturePlan, plan_features
 from onnxslim_kd.distill.losses import Objective
@@ -38,6 +42,7 @@ def distill(
     options = options or DistillOptions()
     if val is None and options.val_fraction > 0:
         data, val = holdout(data, options.val_fraction, options.seed)
+    checkpoint = _checkpoint(options, student, teachers, data, val)
     torch.manual_seed(options.seed)
     module = GraphModule(student).to(options.device)
     ensemble = Ensemble(teachers, options.batch)
@@ -61,7 +66,7 @@ def distill(
         summary["metric"] = "accuracy" if val_split.labels is not None else "teacher_agreement"
         summary["val_samples"] = len(val_split)
         summary["val_before"] = evaluate(module, val_split, options.batch)
-    report = fit(module, objective, ensemble, plan, train, val_split, options)
+    report = fit(module, objective, ensemble, plan, train, val_split, options, checkpoint)
     model = write_back(student, module)
     summary["writeback_max_rel_diff"] = _writeback_error(model, module, data, options.device)
     if val_split is not None:
@@ -84,6 +89,14 @@ def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset
         labels = None if data.labels is None else data.labels[index]
         parts.append(Dataset({k: v[index] for k, v in data.inputs.items()}, labels, data.source))
     return parts[0], parts[1]
+
+
+def _checkpoint(options, student, teachers, data, val) -> TrainCheckpoint | None:
+    """The run's checkpoint, checked against what it was made from; only rank 0 saves."""
+    if options.checkpoint_dir is None:
+        return None
+    made_from = fingerprint(options, student, teachers, data, val)
+    return TrainCheckpoint(Path(options.checkpoint_dir), made_from, writer=World.current().main)
 
 
 def _check_output_shapes(module: GraphModule, train: Split) -> None:

@@ -42,6 +42,7 @@ class DistillOptions:
     device: str = "cpu"
     pairs: list[str] = field(default_factory=list)
     augment_shift: int = 0  # random translation of image batches by up to N pixels
+    checkpoint_dir: str | None = None  # save state each epoch here; a rerun resumes
 
     def __post_init__(self) -> None:
         checks = {
