@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from onnxslim_kd.data import load_data
 from onnxslim_kd.graph.load import load
@@ -19,6 +18,7 @@ from onnxslim_kd.graph.validate import run
 from tests.builders import conv_net
 from tests.conftest import ROOT
 from tests.test_distill import damaged
+from tests.test_distill_resume import _max_diff
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -87,12 +87,6 @@ def _reduce_worker(rank: int, size: int, init: str) -> None:
 
 def test_reduced_gradients_equal_the_whole_batch_gradient(tmp_path):
     torch.multiprocessing.spawn(_reduce_worker, args=(2, f"file://{tmp_path / 'rdzv'}"), nprocs=2)
-
-
-def _max_diff(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
-    want = {t.name: numpy_helper.to_array(t) for t in a.graph.initializer}
-    got = {t.name: numpy_helper.to_array(t) for t in b.graph.initializer}
-    return max(float(np.abs(want[name] - got[name]).max()) for name in want)
 
 
 def test_torchrun_two_processes_write_once_and_train_like_one(tmp_path, digits):

@@ -13,7 +13,7 @@ from onnxslim_kd.data import load_data, random_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import save
 from tests.builders import conv_net
-from tests.test_distill import damaged
+from tests.test_distill import _two_threads, damaged  # noqa: F401 (autouse fixture)
 
 torch = pytest.importorskip("torch")
 
@@ -22,15 +22,6 @@ from onnxslim_kd.distill.checkpoint import STATE_FILE, TrainCheckpoint  # noqa: 
 from onnxslim_kd.distill.options import DistillOptions  # noqa: E402
 from onnxslim_kd.pipeline.checkpoint import Checkpoints  # noqa: E402
 from onnxslim_kd.pipeline.runner import compress  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _two_threads():
-    """The CI box has two shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _stop_after_epoch(monkeypatch, epoch: int) -> None:

@@ -65,6 +65,7 @@ class TrainCheckpoint:
             self._check(self.state["made_from"])
 
     def _check(self, saved: dict[str, str]) -> None:
+        """Refuse, naming the first difference, a state made from other options or inputs."""
         for name, value in self.made_from.items():
             if saved.get(name) != value:
                 values = f" ({saved.get(name)}, now {value})" if name in OPTION_NAMES else ""

@@ -81,6 +81,7 @@ class World:
 
 
 def launched_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher speaking its protocol) started this process."""
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
