@@ -168,6 +168,19 @@ def test_html_report_is_self_contained(cli, tmp_path, digits):
     assert "| latency p50 (batch 1)" in (tmp_path / "r.md").read_text()
 
 
+def test_html_report_plots_the_search():
+    from onnxslim_kd.report.html import render_html
+
+    structure = {"label": "1/2 res, MACs x0.12", "keep_macs": 0.125, "downsample": 2,
+                 "macs": 13_000_000, "predicted_speedup": 9.4}  # fmt: skip
+    candidate = {"label": structure["label"], "speedup": 9.1, "quality": 0.985,
+                 "within_budget": True}  # fmt: skip
+    search = {"target_speedup": 8.0, "structures": [structure], "candidates": [candidate]}
+    page = render_html({"input": "m.onnx", "search": search}, [])
+    assert page.count("data:image/png;base64,") == 2  # untuned structures, tuned candidates
+    assert "<td>1/2 res, MACs x0.12</td><td>9.10x</td><td>98.50%</td>" in page
+
+
 def test_target_options_need_data(cli, tmp_path, digits):
     result = cli("compress", digits / "model.onnx", "-o", tmp_path / "o.onnx",
                  "--target-speedup", "4")  # fmt: skip

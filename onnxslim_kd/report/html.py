@@ -71,6 +71,19 @@ def _search(candidates: list[dict]) -> Callable:
     return draw
 
 
+def _structures(structures: list[dict], target: float) -> Callable:
+    def draw(axes):
+        labels = [s["label"] for s in structures]
+        axes.barh(labels, [s["predicted_speedup"] for s in structures], color="#8C8C8C")
+        axes.axvline(target, color="#C44E52", linestyle="--", label=f"target {target:g}x")
+        axes.invert_yaxis()
+        axes.set_xlabel("measured speed-up before fine-tuning")
+        axes.set_title("Structures timed untuned (interleaved, one run)")
+        axes.legend()
+
+    return draw
+
+
 def _channels(groups: list[dict]) -> Callable:
     def draw(axes):
         shown = [(i, g) for i, g in enumerate(groups) if g["status"] != "skipped"][:40]
@@ -116,8 +129,11 @@ def render_html(record: dict, rows: list[tuple[str, str, str, str]]) -> str:
     if record.get("stages"):
         sections += ["<h2>Latency per stage</h2>", _figure(_stage_latency(record["stages"]))]
     search = record.get("search")
+    if search and search.get("structures"):
+        timed = _structures(search["structures"], search["target_speedup"])
+        sections += ["<h2>Search</h2>", _figure(timed)]
     if search and search.get("candidates"):
-        sections += ["<h2>Search</h2>", _figure(_search(search["candidates"]))]
+        sections.append(_figure(_search(search["candidates"])))
         sections.append(_table(["candidate", "speed-up", "quality", "within budget"], [
             [c["label"], f"{c['speedup']:.2f}x", f"{c['quality']:.2%}", c["within_budget"]]
             for c in search["candidates"]
