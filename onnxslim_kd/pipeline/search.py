@@ -36,6 +36,8 @@ STRENGTHS = (1.0, 0.5, 0.3, 0.2, 0.13, 0.08)
 DOWNSAMPLE = (1, 2)
 #: Fine-tuned trials at most, besides the no-pruning baseline.
 MAX_TRIALS = 3
+#: Low-rank factorisation only where onnxruntime measures it faster.
+DECOMPOSE = {"name": "decompose", "energy": 0.95, "measure": True}
 
 
 def default_recipe(
@@ -43,21 +45,28 @@ def default_recipe(
 ) -> list[dict[str, Any]]:
     """prune -> decompose (only where measured faster) -> distill (if torch) -> quantize.
 
-    `keep_macs` counts the resolution change too. Without torch there is no fine-tune to
-    recover what pruning costs, so nothing is pruned.
+    `keep_macs` counts the resolution change too. A resolution change is its own stage,
+    distilled before any channel is pruned: on digits at half resolution, pruning half the
+    channels of the distilled model and distilling again reached 99.26% where both at once
+    with one distillation reached 98.52% (teacher 99.44%); and every candidate at that
+    resolution reuses the first stage from the checkpoints. Without torch there is no
+    fine-tune to recover what pruning costs, so nothing is pruned.
     """
+    if not _can_distill():
+        return [DECOMPOSE, {"name": "quantize"}]
+    distill = {"name": "distill", "epochs": distill_epochs, "lr": 1e-3, "augment_shift": 2,
+               "patience": distill_epochs}  # fmt: skip
     recipe: list[dict[str, Any]] = []
-    prunes = (keep_macs is not None and keep_macs < 1) or downsample > 1
-    distills = prunes and _can_distill()
-    if distills:
-        step = {"name": "prune", "target_macs": keep_macs, "global_ranking": True}
-        recipe.append(step | ({"downsample": downsample} if downsample > 1 else {}))
-    recipe.append({"name": "decompose", "energy": 0.95, "measure": True})
-    if distills:
-        recipe.append({"name": "distill", "epochs": distill_epochs, "lr": 1e-3,
-                       "augment_shift": 2, "patience": distill_epochs})  # fmt: skip
-    recipe.append({"name": "quantize"})
-    return recipe
+    channels = 1.0 if keep_macs is None else keep_macs
+    if downsample > 1:
+        recipe += [{"name": "prune", "ratio": 0.0, "downsample": downsample}, dict(distill)]
+        channels *= downsample**2
+    if channels < 1:
+        recipe.append({"name": "prune", "target_macs": channels, "global_ranking": True})
+    recipe.append(DECOMPOSE)
+    if channels < 1:
+        recipe.append(distill)
+    return [*recipe, {"name": "quantize"}]
 
 
 @dataclass
