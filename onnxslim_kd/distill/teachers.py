@@ -46,7 +46,9 @@ class Ensemble:
         """Teacher outputs on one (augmented) batch, run in onnxruntime: [teachers, batch, ...]."""
         if self._sessions is None:  # as many threads as torch: torchrun ranks share the cores
             threads = torch.get_num_threads()
-            self._sessions = [make_session(model, threads=threads) for model in self.models]
+            self._sessions = [
+                make_session(model, threads=threads, spinning=False) for model in self.models
+            ]
         arrays = {name: value.detach().cpu().numpy() for name, value in feeds.items()}
         outputs = [session.run(None, arrays)[0] for session in self._sessions]
         return torch.from_numpy(np.stack(outputs)).float()
