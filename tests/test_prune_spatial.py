@@ -40,6 +40,9 @@ def test_downsample_halves_resolution_and_keeps_outputs(digits_model):
     logits = run(out, random_data(out, batch=3))["logits"]
     assert logits.shape == (3, 10)
     assert _stem_strides(digits_model) == [1, 1]  # the input model is untouched
+    # recorded shapes are re-inferred: stale 32x32 ones made onnxruntime reject later passes
+    recorded = {v.name: v.type.tensor_type.shape.dim for v in out.graph.value_info}
+    assert [d.dim_value for d in recorded["/stem/stem.0/Conv_output_0"]][1:] == [32, 16, 16]
 
 
 def test_target_macs_counts_the_resolution_change(digits_model):
@@ -89,3 +92,18 @@ def test_cli_reports_the_resolution_change(cli, digits, tmp_path):
     assert result.code == 0
     assert "resolution after /stem/stem.0/Conv: [32, 32] -> [16, 16]" in result.stdout
     assert _stem_strides(load(out)) == [2, 2]
+
+
+def test_half_resolution_stage_runs_through_the_rest_of_the_pipeline(digits_model, digits):
+    """The search's half-resolution candidate: every later pass must accept the model
+    (stale 32x32 shapes once made onnxruntime reject it after distill -> quantize)."""
+    from onnxslim_kd.data import load_data
+    from onnxslim_kd.pipeline.runner import compress
+
+    data = load_data(digits / "train.npz", digits_model, samples=64)
+    recipe = [{"name": "prune", "ratio": 0.0, "downsample": 2},
+              {"name": "distill", "epochs": 1, "augment_shift": 2},
+              {"name": "decompose", "measure": True}, {"name": "quantize"}]  # fmt: skip
+    result = compress(digits_model, recipe, data=data, bench_runs=0)
+    assert [p["pass"] for p in result.passes] == ["prune", "distill", "decompose", "quantize"]
+    assert run(result.model, random_data(result.model, batch=2))["logits"].shape == (2, 10)
