@@ -226,7 +226,7 @@ def _failed(structure):
 
 
 def test_next_trial_prefers_the_gentlest_structure_meeting_the_target():
-    from onnxslim_kd.pipeline.search import _next_trial
+    from onnxslim_kd.pipeline.search import Candidate, _next_trial
 
     gentle, middle, strong = _structure(0.5, 2.0), _structure(0.25, 7.0, 2), _structure(0.1, 11.0)
     structures = [gentle, middle, strong]
@@ -235,6 +235,10 @@ def test_next_trial_prefers_the_gentlest_structure_meeting_the_target():
     # after a miss only gentler structures qualify, the fastest of them first
     assert _next_trial(structures, [_failed(middle)], target=6.0) is gentle
     assert _next_trial(structures, [_failed(middle), _failed(gentle)], target=6.0) is None
+    # a trial in budget but slower than predicted: only stronger structures qualify
+    slow = Candidate(middle, 5.0, 0.99, 0.0, True, result=None)
+    assert _next_trial(structures, [slow], target=6.0) is strong
+    assert _next_trial(structures, [slow, _failed(strong)], target=6.0) is None
 
 
 def test_library_exports_every_pass_without_importing_torch():

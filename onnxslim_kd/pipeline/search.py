@@ -5,8 +5,9 @@ not depend on its weights, so the search first builds every structure without fi
 (prune to a MACs fraction, optionally at half resolution -> decompose where it measurably
 pays -> quantize) and times them all interleaved against the original in one run, as
 NetAdapt does with measured latency. Only then does it fine-tune: the gentlest structure
-(most MACs kept) whose measured speed-up meets the target first, and, while a trial
-misses the accuracy budget, the fastest structure that is gentler than every failed one.
+(most MACs kept) whose measured speed-up meets the target first; while a trial misses the
+accuracy budget it backs off to gentler structures, and while one keeps the budget but
+measures slower than the target it moves to stronger ones.
 Each trial runs the whole default recipe with distillation and is measured like `check`
 measures: speed-up as the ratio of interleaved medians, quality as test accuracy (or
 top-1 agreement with the original without labels).
@@ -184,14 +185,16 @@ def search(
         return candidate
 
     baseline = next((s for s in structures if s.keep_macs >= 1 and s.downsample == 1), None)
-    if baseline is not None and attempt(baseline).speedup >= target_speedup:
-        structures_left: list[Structure] = []
-    else:
-        structures_left = [s for s in structures if s is not baseline]
+    if baseline is not None:
+        attempt(baseline)
+    others = [s for s in structures if s is not baseline]
     for _ in range(max_trials):
-        following = _next_trial(structures_left, tried, target_speedup)
-        if following is None or attempt(following).within_budget:
+        if any(c.within_budget and c.speedup >= target_speedup for c in tried):
             break
+        following = _next_trial(others, tried, target_speedup)
+        if following is None:
+            break
+        attempt(following)
     within = [c for c in tried if c.within_budget]
     chosen = max(within, key=lambda c: c.speedup) if within else min(tried, key=lambda c: c.drop)
     return SearchResult(structures, tried, chosen, bool(within), target_speedup, max_drop)
@@ -250,11 +253,20 @@ def _time_structures(
 def _next_trial(
     structures: list[Structure], tried: list[Candidate], target: float
 ) -> Structure | None:
-    """The gentlest untried structure predicted to meet the target, else the fastest one;
-    only structures keeping more MACs than every trial that missed the budget qualify."""
-    failed = [c.keep_macs for c in tried if not c.within_budget]
+    """The gentlest untried structure predicted to meet the target, else the fastest one.
+
+    Only structures between what the trials so far bracket qualify: keeping more MACs than
+    every trial that missed the budget, and fewer than every trial that kept the budget
+    but measured slower than the target (untuned timings are noisy predictions).
+    """
+    over = [c.keep_macs for c in tried if not c.within_budget]
+    slow = [c.keep_macs for c in tried if c.within_budget and c.speedup < target]
     done = {id(c.structure) for c in tried}
-    eligible = [s for s in structures if id(s) not in done and all(s.keep_macs > f for f in failed)]
+    eligible = [
+        s for s in structures
+        if id(s) not in done and all(s.keep_macs > k for k in over)
+        and all(s.keep_macs < k for k in slow)
+    ]  # fmt: skip
     meeting = [s for s in eligible if s.predicted >= target]
     if meeting:
         return max(meeting, key=lambda s: (s.keep_macs, s.predicted))
