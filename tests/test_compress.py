@@ -197,7 +197,8 @@ def test_search_measures_candidates_and_honours_the_budget(digits):
     found = search(model, train, test, target_speedup=50.0, max_drop=0.0, distill_epochs=1,
                    bench_runs=10, strengths=(0.5,), downsample=(1, 2))  # fmt: skip
     assert [s.label for s in found.structures] == ["MACs x0.50", "1/2 res, MACs x0.12"]
-    assert found.structures[1].macs < found.structures[0].macs < 105_153_792 / 2
+    assert 0.4 * 105_153_792 < found.structures[0].macs <= 0.5 * 105_153_792
+    assert 0.1 * 105_153_792 < found.structures[1].macs <= 0.125 * 105_153_792
     assert all(s.predicted > 0 for s in found.structures)  # timed; no speed asserted here
     # no structure reaches 50x, so the fastest one is fine-tuned first
     first = found.candidates[0]

@@ -233,12 +233,9 @@ def _time_structures(
         recipe = [step for step in structure.recipe(0) if step["name"] != "distill"]
         result = compress(model, recipe, data=data, eval_data=verify, threads=threads,
                           bench_runs=0, checkpoints=checkpoints)  # fmt: skip
-        spatial = result.passes[0]["summary"].get("spatial") if structure.downsample > 1 else None
-        structure.macs = result.passes[0]["macs_after"]
-        if (spatial is not None and spatial["skipped"]) or (
-            structure.downsample,
-            structure.macs,
-        ) in seen:
+        spatial = result.passes[0]["summary"].get("spatial") or {}
+        structure.macs = result.passes[-2]["macs_after"]  # before quantize
+        if spatial.get("skipped") or (structure.downsample, structure.macs) in seen:
             continue
         seen.add((structure.downsample, structure.macs))
         built.append((structure, result.model))
