@@ -140,14 +140,24 @@ def table(rows: list[dict]) -> str:
     )  # fmt: skip
 
 
+def _search_record(output: Path) -> dict:
+    """The search section of a compress report: structures timed untuned, trials, choice."""
+    report = json.loads(output.with_name(output.name + ".report.json").read_text())
+    return report["search"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(build(Path(tmp)), args.runs)
-    record = {"environment": environment(2), "runs": args.runs, "rows": rows}
+        variants = build(Path(tmp))
+        rows = measure(variants, args.runs)
+        searches = {name: _search_record(path) for name, (path, _) in variants.items()
+                    if "--target-speedup" in name}  # fmt: skip
+    record = {"environment": environment(2), "runs": args.runs, "rows": rows,
+              "searches": searches}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table(rows))
 
