@@ -199,7 +199,7 @@ def test_bad_inputs_exit_2(cli, tmp_path, digits):
 
 
 def test_shift_augmentation_moves_images_and_leaves_other_inputs():
-    from onnxslim_kd.distill.train import shifted
+    from onnxslim_kd.distill.augment import shifted
 
     torch.manual_seed(0)
     image = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
@@ -209,6 +209,24 @@ def test_shift_augmentation_moves_images_and_leaves_other_inputs():
     padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="replicate")
     windows = [padded[:, :, y : y + 6, x : x + 6] for y in range(5) for x in range(5)]
     assert any(torch.equal(moved["image"], w) for w in windows)
+
+
+def test_flip_and_noise_change_only_images_in_their_layout():
+    from onnxslim_kd.distill.augment import augment
+
+    torch.manual_seed(0)
+    nhwc = torch.rand(2, 5, 6, 3)  # channels last
+    ids = torch.arange(4)
+    flips = [augment({"x": nhwc, "ids": ids}, DistillOptions(augment_flip=True)) for _ in range(8)]
+    assert all(f["ids"] is ids for f in flips)
+    kinds = {"flipped" if torch.equal(f["x"], nhwc.flip(2)) else "same" for f in flips}
+    assert kinds == {"flipped", "same"}  # about half the batches, mirrored along the width
+    assert all(torch.equal(f["x"], nhwc) for f in flips if not torch.equal(f["x"], nhwc.flip(2)))
+    noisy = augment({"x": nhwc}, DistillOptions(augment_noise=0.1))["x"]
+    spread = float((noisy - nhwc).std() / nhwc.std())
+    assert noisy.shape == nhwc.shape and 0.08 < spread < 0.12
+    with pytest.raises(ValueError, match="augment_noise must be >= 0"):
+        DistillOptions(augment_noise=-1)
 
 
 def test_distill_with_augmentation_queries_the_teacher_per_batch(digits):

@@ -77,6 +77,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment-shift", type=int, default=defaults.augment_shift,
                         metavar="PX",
                         help="shift image batches by up to PX pixels (%(default)s)")  # fmt: skip
+    parser.add_argument("--augment-flip", action="store_true",
+                        help="mirror image batches left-right half the time")  # fmt: skip
+    parser.add_argument("--augment-noise", type=float, default=defaults.augment_noise,
+                        metavar="F", help="add Gaussian noise of F x the batch's std "
+                        "(%(default)s)")  # fmt: skip
     parser.add_argument("--device", default=defaults.device, help="cpu or cuda (%(default)s)")
     parser.add_argument("--pair", action="append", default=[], metavar="STUDENT=TEACHER",
                         help="feature tensors to match (repeatable; default: by name)")  # fmt: skip
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, loss=args.loss, temperature=args.temperature, alpha=args.alpha,
             lr=args.lr, batch=args.batch, optimizer=args.optimizer, max_seconds=args.max_seconds,
             patience=args.patience, seed=args.seed, device=args.device, pairs=args.pair,
-            augment_shift=args.augment_shift, checkpoint_dir=args.checkpoint_dir,
+            augment_shift=args.augment_shift, augment_flip=args.augment_flip,
+            augment_noise=args.augment_noise, checkpoint_dir=args.checkpoint_dir,
         )  # fmt: skip
     except ValueError as exc:
         raise InputError(f"distill: {exc}") from exc

@@ -42,6 +42,8 @@ class DistillOptions:
     device: str = "cpu"
     pairs: list[str] = field(default_factory=list)
     augment_shift: int = 0  # random translation of image batches by up to N pixels
+    augment_flip: bool = False  # mirror image batches left-right with probability 1/2
+    augment_noise: float = 0.0  # add Gaussian noise of this fraction of the batch's std
     checkpoint_dir: str | None = None  # save state each epoch here; a rerun resumes
 
     def __post_init__(self) -> None:
@@ -56,12 +58,18 @@ class DistillOptions:
             f"optimizer must be one of {', '.join(OPTIMIZERS)}": self.optimizer in OPTIMIZERS,
             "max_seconds must be positive": self.max_seconds is None or self.max_seconds > 0,
             "augment_shift must be >= 0": self.augment_shift >= 0,
+            "augment_noise must be >= 0": self.augment_noise >= 0,
         }
         for message, ok in checks.items():
             if not ok:
                 raise ValueError(message)
         self.loss_weights(labelled=True)
         self.feature_pairs()
+
+    @property
+    def augments(self) -> bool:
+        """Whether batches are augmented (then the teachers see every augmented batch)."""
+        return bool(self.augment_shift or self.augment_flip or self.augment_noise)
 
     def loss_weights(self, labelled: bool) -> dict[str, float]:
         """The weighted loss terms; hard-label CE joins KD (weight 1 - alpha) only with labels."""

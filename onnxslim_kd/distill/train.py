@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.distill.augment import augment
 from onnxslim_kd.distill.checkpoint import TrainCheckpoint
 from onnxslim_kd.distill.distributed import World
 from onnxslim_kd.distill.executor import GraphModule, to_torch
@@ -223,8 +224,8 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
     """Forward the student (and the torch teacher for feature losses) on one batch."""
     feeds = train.batch(index)
     teacher_logits = train.teacher_logits[:, index]
-    if options.augment_shift:
-        feeds = shifted(feeds, options.augment_shift)
+    if options.augments:
+        feeds = augment(feeds, options)
         teacher_logits = teachers.batch_logits(feeds).to(teacher_logits.device)
     maps = plan.maps if objective.needs("maps") else []
     embedding = [plan.embedding] if objective.needs("embedding") else []
@@ -243,22 +244,3 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
         student_embedding=s_values[embedding[0][0]] if embedding else None,
         teacher_embedding=t_values[embedding[0][1]] if embedding else None,
     )
-
-
-def shifted(feeds: dict[str, Tensor], pixels: int) -> dict[str, Tensor]:
-    """Translate every 4-D float input (an image batch, NCHW; NHWC when the last axis
-    looks like channels) by one random offset of up to `pixels`, padding with edge
-    values: the shift augmentation the digits sample was trained with."""
-    dy, dx = (int(v) for v in torch.randint(0, 2 * pixels + 1, (2,)))
-    out = {}
-    for name, value in feeds.items():
-        if value.dim() != 4 or not value.is_floating_point():
-            out[name] = value
-            continue
-        channels_last = value.shape[3] in (1, 3) and value.shape[1] not in (1, 3)
-        image = value.permute(0, 3, 1, 2) if channels_last else value
-        height, width = image.shape[2], image.shape[3]
-        padded = torch.nn.functional.pad(image, (pixels,) * 4, mode="replicate")
-        moved = padded[:, :, dy : dy + height, dx : dx + width]
-        out[name] = moved.permute(0, 2, 3, 1).contiguous() if channels_last else moved
-    return out
