@@ -182,16 +182,17 @@ def _target(args: argparse.Namespace, model, data) -> float:
 
 
 def _budget_verdict(result: CompressResult, found: SearchResult | None, max_drop: float) -> int:
-    """Exit 3, saying how close we got, when the result is over the accuracy budget."""
-    drop, how = accuracy_drop(result.comparison)
-    if drop is None or drop <= max_drop + 1e-12:
-        return 0
+    """Say when the speed-up target was missed; exit 3, saying how close we got, when the
+    result is over the accuracy budget."""
     if found and found.met and found.chosen.speedup < found.target_speedup:
         best = found.chosen
         sys.stderr.write(
             f"onnxslim-kd: target {found.target_speedup:g}x not reached within the budget: "
             f"the fastest candidate in budget is {best.speedup:.2f}x ({best.label})\n"
         )
+    drop, how = accuracy_drop(result.comparison)
+    if drop is None or drop <= max_drop + 1e-12:
+        return 0
     tried = f" after {len(found.candidates)} candidates" if found else ""
     sys.stderr.write(
         f"onnxslim-kd: accuracy budget not met{tried}: {how} {drop:.4f} > --max-drop "
