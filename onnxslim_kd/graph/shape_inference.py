@@ -17,11 +17,32 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     Inference runs on a weight-free skeleton so that models over 2 GB work too; the
     inferred value_info is copied back onto the full model.
     """
-    inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=False, data_prop=True)
+    inferred = _inferred_value_info(model)
     out = clone(model)
     del out.graph.value_info[:]
-    out.graph.value_info.extend(inferred.graph.value_info)
+    out.graph.value_info.extend(inferred)
     return out
+
+
+def reinfer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace `model`'s value_info, in place, by shapes inferred afresh; returns `model`.
+
+    For a rewrite that changed tensor shapes: the recorded shapes are dropped before
+    inference, since inference keeps a recorded shape it cannot contradict (stale 32x32
+    shapes after a stride change made onnxruntime reject the model later), and no copy of
+    the weights is made.
+    """
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(_inferred_value_info(model))
+    return model
+
+
+def _inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """onnx shape inference (data propagation on) over the weight-free skeleton."""
+    light = skeleton(model)
+    return list(
+        onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True).graph.value_info
+    )
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

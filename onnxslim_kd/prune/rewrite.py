@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim_kd.graph.cleanup import cleanup
-from onnxslim_kd.graph.shape_inference import infer_shapes
+from onnxslim_kd.graph.shape_inference import reinfer_shapes
 from onnxslim_kd.graph.walk import clone, node_label
 from onnxslim_kd.prune.analysis import Analysis, ParamSlice
 from onnxslim_kd.prune.budget import keep_lookup
@@ -46,8 +46,7 @@ def apply_keep(an: Analysis, kept: dict[int, np.ndarray]) -> onnx.ModelProto:
     for rule, index in an.edits:
         rule.rewrite(an, graph, index, lookup)
     cleanup(graph)
-    del graph.value_info[:]
-    return infer_shapes(model)
+    return reinfer_shapes(model)
 
 
 def _private_name(node: onnx.NodeProto, index: int, position: int, readers: Counter) -> str:

@@ -21,7 +21,7 @@ import onnx
 
 from onnxslim_kd.data import random_data
 from onnxslim_kd.graph.io import model_outputs
-from onnxslim_kd.graph.shape_inference import infer_shapes, static_shapes
+from onnxslim_kd.graph.shape_inference import reinfer_shapes, static_shapes
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.graph.walk import attribute, clone, node_label
 
@@ -64,8 +64,7 @@ def downsample(
         if attr.name == "strides":
             node.attribute.remove(attr)
     node.attribute.append(onnx.helper.make_attribute("strides", [s * factor for s in stride]))
-    del out.graph.value_info[:]  # every recorded shape after the stem is stale now
-    out = infer_shapes(out)
+    reinfer_shapes(out)  # every recorded shape after the stem is stale now
     before, after = static_shapes(model, shapes), static_shapes(out, shapes)
     summary.node = node_label(stem, index)
     summary.stride_before, summary.stride_after = stride, [s * factor for s in stride]
