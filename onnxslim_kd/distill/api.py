@@ -13,7 +13,7 @@ from onnxslim_kd.distill.checkpoint import TrainCheckpoint, fingerprint
 from onnxslim_kd.distill.distributed import World
 from onnxslim_kd.distill.executor import GraphModule, to_torch
 from onnxslim_kd.distill.features import FeaturePlan, plan_features
-from onnxslim_kd.distill.losses import Objective
+from onnxslim_kd.distill.losses import TERMS, Objective
 from onnxslim_kd.distill.options import DistillOptions
 from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.distill.train import Split, evaluate, fit
@@ -114,13 +114,14 @@ def _check_output_shapes(module: GraphModule, train: Split) -> None:
 def _plan(module, ensemble, train, weights, options) -> FeaturePlan:
     """Match feature tensors when a feature loss is used; otherwise none are needed."""
     outputs = (module.output_names[0], ensemble.models[0].graph.output[0].name)
-    if not set(weights) & {"hint", "at", "sp", "rkd", "fsp", "fspx"}:
+    needs = {TERMS[name].needs for name in weights}
+    if not needs & {"maps", "embedding"}:
         return FeaturePlan([], [], outputs)
     ensemble.torch_teacher.to(options.device)
     feeds = train.batch(torch.arange(min(2, len(train))))
     pairs, sections = options.feature_pairs(), "fsp" in weights  # fsp relates section ends
     plan = plan_features(module, ensemble.torch_teacher, feeds, pairs, sections)
-    if not plan.maps and set(weights) & {"hint", "at", "sp", "fsp", "fspx"}:
+    if not plan.maps and "maps" in needs:
         raise InputError(
             "distill: teacher and student share no feature-map names to match; "
             "name pairs with --pair STUDENT_TENSOR=TEACHER_TENSOR"
