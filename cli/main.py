@@ -20,6 +20,7 @@ from cli.commands import (
     prune,
     quantize,
 )
+from cli.commands.paths import STDOUT, guard
 from onnxslim_kd import progress
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.validate import BrokenModelError
@@ -42,11 +43,42 @@ run `onnxslim-kd COMMAND --help` for each command's options and examples.
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports usage errors on one line with exit code 2."""
+    """argparse that reports usage errors on one line with exit code 2 and never
+    completes an abbreviated option (`--js FILE` must not become `--json FILE`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
-        sys.stderr.write(f"onnxslim-kd: error: {message} (see --help)\n")
+        hint = " (see --help)"
+        if message.startswith("unrecognized arguments") and JSON_USED:
+            hint = " (a JSON file is written with --json=FILE; bare --json prints to stdout)"
+        sys.stderr.write(f"onnxslim-kd: error: {message}{hint}\n")
         sys.exit(2)
+
+
+#: Whether the command line used --json (for the hint on a stray FILE argument).
+JSON_USED = False
+
+
+def split_json_flag(argv: list[str]) -> list[str]:
+    """A bare `--json` means stdout; only `--json=FILE` names a file.
+
+    With an optional value, `bench --json a.onnx b.onnx` would take the input a.onnx as
+    the JSON file and overwrite it; so the bare flag never consumes the next argument.
+    """
+    global JSON_USED
+    JSON_USED = any(a == "--json" or a.startswith("--json=") for a in argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return split_json_flag(argv[:cut]) + argv[cut:]
+    out: list[str] = []
+    for arg in argv:
+        if arg == STDOUT and out and out[-1] == f"--json={STDOUT}":
+            continue  # `--json -` spells stdout too
+        out.append(f"--json={STDOUT}" if arg == "--json" else arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = split_json_flag(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     progress.ENABLED = not args.quiet and sys.stderr.isatty()
     try:
+        guard(args, args.paths)
         return args.handler(args)
     except InputError as exc:
         return _fail(args, f"error: {exc}", 2)

@@ -19,7 +19,7 @@ def test_passes_when_every_limit_holds(cli, tmp_path, digits):
     result = cli("check", candidate, "--baseline", digits / "model.onnx",
                  "--data", digits / "test.npz", "--max-drop", "0", "--min-speedup", "0.5",
                  "--max-size-mb", "10", "--runs", "10", "--markdown", markdown,
-                 "--json", tmp_path / "gate.json")  # fmt: skip
+                 f"--json={tmp_path / 'gate.json'}")  # fmt: skip
     assert result.code == 0, result.stderr
     assert markdown.read_text().startswith("### onnxslim-kd check: PASSED")
     record = json.loads((tmp_path / "gate.json").read_text())
@@ -54,7 +54,7 @@ def test_without_labels_the_drop_is_top1_disagreement(cli, tmp_path, digits):
 def test_bad_input_exits_2(cli, tmp_path, digits):
     result = cli("check", digits / "model.onnx", "--baseline", digits / "model.onnx",
                  "--data", digits / "test.npz", "--max-drop", "2")  # fmt: skip
-    assert result.code == 2 and "--max-drop is a fraction" in result.stderr
+    assert result.code == 2 and "--max-drop: must be a fraction in [0, 1]" in result.stderr
     result = cli("check", tmp_path / "nope.onnx", "--baseline", digits / "model.onnx",
-                 "--data", digits / "test.npz")  # fmt: skip
+                 "--data", digits / "test.npz", "--max-drop", "0.01")  # fmt: skip
     assert result.code == 2 and "no such file" in result.stderr

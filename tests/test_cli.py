@@ -93,7 +93,7 @@ def test_bench_two_models_interleaved(cli, tmp_path, digits):
     model = tmp_path / "m.onnx"
     save(conv_net(), model)
     report = tmp_path / "bench.json"
-    result = cli("bench", model, model, "--runs", "20", "--warmup", "2", "--json", report,
+    result = cli("bench", model, model, "--runs", "20", "--warmup", "2", f"--json={report}",
                  "--threads", "1", "--batch", "4")  # fmt: skip
     assert result.code == 0, result.stderr
     record = json.loads(report.read_text())
@@ -147,7 +147,7 @@ def test_python_dash_m_entry_point(digits):
 def test_bench_profile_breaks_time_down_by_op_type(cli, tmp_path, digits):
     report = tmp_path / "bench.json"
     result = cli("bench", digits / "model.onnx", "--runs", "5", "--warmup", "1", "--profile",
-                 "--json", report)  # fmt: skip
+                 f"--json={report}")  # fmt: skip
     assert result.code == 0, result.stderr
     profile = json.loads(report.read_text())["profile"]["model.onnx"]
     assert next(iter(profile)) == "Conv"  # the digits CNN spends its time in convolutions

@@ -88,7 +88,7 @@ def test_nan_values_are_reported_with_the_sample(tmp_path):
 def test_not_an_npz(tmp_path):
     path = tmp_path / "data.npz"
     path.write_text("nope")
-    with pytest.raises(InputError, match=r"not a readable \.npz file"):
+    with pytest.raises(InputError, match=r"not an \.npz archive"):
         load_data(path, conv_net())
 
 

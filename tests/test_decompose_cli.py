@@ -49,7 +49,7 @@ def test_decompose_writes_a_valid_model_and_json_summary(cli, tmp_path, digits):
 def test_measure_times_every_profitable_layer(cli, tmp_path, digits):
     out = tmp_path / "digits.lr.onnx"
     result = cli("decompose", digits / "model.onnx", "-o", out, "--energy", "0.8", "--measure",
-                 "--json", tmp_path / "s.json", "--quiet")  # fmt: skip
+                 f"--json={tmp_path / 's.json'}", "--quiet")  # fmt: skip
     assert result.code == 0 and result.stdout == ""
     record = json.loads((tmp_path / "s.json").read_text())
     assert record["measured"] is True
@@ -80,13 +80,13 @@ def test_exclude_and_method(cli, tmp_path, digits):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--energy", "1.5"], "energy must be in [0, 1], got 1.5"),
-        (["--rank-ratio", "0"], "rank ratio must be in (0, 1], got 0.0"),
-        (["--rank-ratio", "-0.5"], "rank ratio must be in (0, 1], got -0.5"),
-        (["--target-macs", "2"], "target MACs must be in (0, 1], got 2.0"),
+        (["--energy", "1.5"], "--energy: must be a number in (0, 1], got '1.5'"),
+        (["--rank-ratio", "0"], "--rank-ratio: must be a number in (0, 1], got '0'"),
+        (["--rank-ratio", "-0.5"], "--rank-ratio: must be a number in (0, 1], got '-0.5'"),
+        (["--target-macs", "2"], "--target-macs: must be a number in (0, 1], got '2'"),
         (["--energy", "0.9", "--vbmf"], "not allowed with argument --energy"),
         (["--method", "cp"], "invalid choice: 'cp'"),
-        (["--rank-ratio", "half"], "invalid float value: 'half'"),
+        (["--rank-ratio", "half"], "--rank-ratio: expected a number, got 'half'"),
         (["--shape", "input=1xax32"], "expected NAME=D1xD2x..."),
     ],
 )
@@ -102,7 +102,7 @@ def test_refuses_to_overwrite_its_input(cli, tmp_path, digits):
     model = tmp_path / "m.onnx"
     model.write_bytes((digits / "model.onnx").read_bytes())
     result = cli("decompose", model, "-o", model, "--rank-ratio", "0.5")
-    assert result.code == 2 and "refusing to overwrite the input model" in result.stderr
+    assert result.code == 2 and "refusing to overwrite" in result.stderr
     assert model.read_bytes() == (digits / "model.onnx").read_bytes()
 
 

@@ -181,13 +181,13 @@ def test_bad_inputs_exit_2(cli, tmp_path, digits):
             "distill", model, "--teacher", five, "--data", digits / "calib.npz", *common],
         "no array for model input 'input'": [
             "distill", model, "--teacher", model, "--data", wrong, *common],
-        "alpha must be in [0, 1]": [
+        "--alpha: must be a number in [0, 1]": [
             "distill", model, "--teacher", model, "--data", digits / "calib.npz", "--alpha", "2",
             *common],
         "unknown loss 'fitnet'": [
             "distill", model, "--teacher", model, "--data", digits / "calib.npz", "--loss",
             "fitnet", *common],
-        "refusing to overwrite the input model": [
+        "refusing to overwrite": [
             "distill", model, "-o", model, "--teacher", model, "--data", digits / "calib.npz",
             "--samples", "16", "--epochs", "1"],
     }  # fmt: skip

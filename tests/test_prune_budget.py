@@ -153,7 +153,7 @@ def test_cli_plan_round_trip_with_an_edited_plan(cli, tmp_path, digits):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--ratio", "1.5"], "ratio must be in"),
+    (["--ratio", "1.5"], "--ratio: must be a number in [0, 1), got '1.5'"),
     (["--criterion", "apoz"], "needs calibration data"),
     (["--plan", "missing.json"], "no such plan file"),
 ])  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from onnxslim_kd.errors import InputError
@@ -26,8 +28,17 @@ def test_conv_net_macs_at_batch_2():
 
 
 def test_explicit_shape_overrides():
-    stats = model_stats(conv_net(), parse_shapes(["input=1x3x16x16"]))
-    assert stats.macs_per_node["conv"] == 4 * 16 * 16 * 27
+    stats = model_stats(conv_net(), parse_shapes(["input=4x3x8x8"]))
+    assert stats.macs_per_node["conv"] == 4 * 4 * 8 * 8 * 27
+
+
+@pytest.mark.parametrize("shape, message", [
+    ("input=1x3x16x16", "axis 2 of input 'input' [batch,3,8,8] is fixed at 8"),
+    ("input=1x3x8", "has rank 3; input 'input' [batch,3,8,8] has rank 4"),
+])  # fmt: skip
+def test_a_shape_that_contradicts_the_model_is_refused(shape, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        model_stats(conv_net(), parse_shapes([shape]))
 
 
 def test_matmul_and_op_histogram():

@@ -16,18 +16,20 @@ from cli.commands.common import (
     say,
     shapes_from,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import NON_NEGATIVE, POSITIVE
 from onnxslim_kd.bench.latency import BenchResult, bench
 from onnxslim_kd.bench.profile import op_type_profile
 from onnxslim_kd.data import random_data
-from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.report.table import markdown_table
 
 EXAMPLES = """examples:
   onnxslim-kd bench model.onnx
   onnxslim-kd bench model.onnx model.slim.onnx --data calib.npz --batch 32 --threads 2
-  onnxslim-kd bench a.onnx b.onnx --runs 200 --json bench.json --markdown bench.md
+  onnxslim-kd bench a.onnx b.onnx --runs 200 --json=bench.json --markdown bench.md
 """
 
 
@@ -43,11 +45,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_shape_option(parser)
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(), help="intra-op threads (all cores)"
+        "--threads", type=POSITIVE, default=os.cpu_count(), help="intra-op threads (all cores)"
     )
-    parser.add_argument("--batch", type=int, default=1, help="samples per run (1)")
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per model (100)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed runs per model (10)")
+    parser.add_argument("--batch", type=POSITIVE, default=1, help="samples per run (1)")
+    parser.add_argument("--runs", type=POSITIVE, default=100, help="timed runs per model (100)")
+    parser.add_argument(
+        "--warmup", type=NON_NEGATIVE, default=10, help="untimed runs per model (10)"
+    )
     add_json_option(parser, "the timings and environment")
     parser.add_argument("--markdown", metavar="FILE", help="write the summary table to FILE")
     parser.add_argument(
@@ -55,12 +59,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the per-op-type time from onnxruntime's profiler",
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(inputs=("models", "data"), files=("json", "markdown")),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.threads or 1) < 1:
-        raise InputError("--runs, --batch and --threads must be >= 1, --warmup >= 0")
     shapes = shapes_from(args)
     entries = []
     for path in args.models:
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         table += "\n\n" + render_profiles(profiles)
     emit_json(args.json, record)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        write_text_atomic(args.markdown, table + "\n")
     say(args, table)
     return 0
 

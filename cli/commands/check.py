@@ -15,8 +15,11 @@ from cli.commands.common import (
     emit_json,
     say,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import POSITIVE, POSITIVE_NUMBER, max_drop
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import external_files, load
+from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.report.comparison import compare_before_after
 from onnxslim_kd.report.environment import environment
 from onnxslim_kd.report.gate import Limit, evaluate_limits
@@ -41,21 +44,24 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("candidate", help="the compressed model")
     parser.add_argument("--baseline", required=True, help="the original model")
     add_data_options(parser, required=True)
-    parser.add_argument("--max-drop", type=float, help="allowed accuracy drop, a fraction")
-    parser.add_argument("--min-speedup", type=float, help="required latency speed-up")
-    parser.add_argument("--max-size-mb", type=float, help="largest allowed size on disk")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
-    parser.add_argument("--runs", type=int, default=100, help="interleaved timed runs (100)")
+    parser.add_argument("--max-drop", type=max_drop, help="allowed accuracy drop, a fraction")
+    parser.add_argument("--min-speedup", type=POSITIVE_NUMBER, help="required latency speed-up")
+    parser.add_argument("--max-size-mb", type=POSITIVE_NUMBER, help="largest allowed size on disk")
+    parser.add_argument("--threads", type=POSITIVE, default=os.cpu_count(), help="intra-op threads")
+    parser.add_argument("--runs", type=POSITIVE, default=100, help="interleaved timed runs (100)")
     add_json_option(parser, "the gate record")
     parser.add_argument("--markdown", metavar="FILE", help="write the summary (PR comment)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(inputs=("candidate", "baseline", "data"), files=("json", "markdown")),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_drop is not None and not 0 <= args.max_drop <= 1:
-        raise InputError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
-    if args.runs < 1:
-        raise InputError("--runs must be >= 1")
+    if args.max_drop is None and args.min_speedup is None and args.max_size_mb is None:
+        raise InputError(
+            "check needs at least one limit: --max-drop, --min-speedup or --max-size-mb"
+        )
     baseline, candidate = load(args.baseline), load(args.candidate)
     data = data_from(args, baseline, args.data)
     comparison = compare_before_after(baseline, candidate, data, threads=args.threads,
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     emit_json(args.json, record)
     summary = render(comparison.rows(), limits)
     if args.markdown:
-        Path(args.markdown).write_text(summary + "\n")
+        write_text_atomic(args.markdown, summary + "\n")
     say(args, summary)
     failed = [limit for limit in limits if not limit.passed]
     for limit in failed:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from cli.commands.values import POSITIVE
 from onnxslim_kd.data import Dataset, Preprocess, load_data
-from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import parse_shapes
 from onnxslim_kd.graph.load import file_uses_external_data
-from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.save import save, write_text_atomic
 
 
 def add_command(
@@ -25,6 +24,7 @@ def add_command(
     return subparsers.add_parser(
         name,
         parents=[common],
+        allow_abbrev=False,
         help=summary,
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,7 +55,7 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = False) ->
         "or a folder of images",
     )
     parser.add_argument(
-        "--samples", type=int, metavar="N", help="use a deterministic subset of N samples"
+        "--samples", type=POSITIVE, metavar="N", help="use a deterministic subset of N samples"
     )
     parser.add_argument(
         "--preprocess",
@@ -66,12 +66,13 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = False) ->
 
 
 def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--json` prints to stdout; `--json=FILE` (with '=', see cli.main.split_json_flag)
+    writes FILE."""
     parser.add_argument(
         "--json",
-        nargs="?",
-        const="-",
-        metavar="FILE",
-        help=f"write {what} as JSON to FILE, or to stdout (nothing else on stdout) without FILE",
+        metavar="=FILE",
+        help=f"print {what} as JSON on stdout (nothing else goes there); --json=FILE "
+        "writes it to FILE instead",
     )
 
 
@@ -98,7 +99,7 @@ def emit_json(target: str | None, record: dict[str, Any]) -> None:
     if target == "-":
         sys.stdout.write(text + "\n")
     else:
-        Path(target).write_text(text + "\n")
+        write_text_atomic(target, text + "\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,12 +115,3 @@ def say(args: argparse.Namespace, text: str) -> None:
         return
     stream = sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
     print(text, file=stream)
-
-
-def refuse_overwrite(output: str | Path, *inputs: str | Path) -> None:
-    """Fail before any work when the output path names one of the input files."""
-    for path in inputs:
-        if Path(output).exists() and Path(path).exists() and os.path.samefile(output, path):
-            raise InputError(
-                f"{output}: refusing to overwrite the input model; choose another output"
-            )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from cli.commands.common import (
     add_command,
@@ -13,7 +12,10 @@ from cli.commands.common import (
     emit_json,
     say,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import POSITIVE
 from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.graph.validate import run_pair
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 from onnxslim_kd.report.table import markdown_table
@@ -35,10 +37,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("reference", help="reference ONNX model (usually the original)")
     parser.add_argument("candidate", help="candidate ONNX model (usually the compressed one)")
     add_data_options(parser, required=True)
-    parser.add_argument("--batch", type=int, default=32, help="samples per inference (32)")
+    parser.add_argument("--batch", type=POSITIVE, default=32, help="samples per inference (32)")
     add_json_option(parser, "the fidelity record")
     parser.add_argument("--markdown", metavar="FILE", help="write the table to FILE")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(inputs=("reference", "candidate", "data"), files=("json", "markdown")),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     emit_json(args.json, record)
     table = markdown_table(["output", *COLUMNS], rows) + f"\n\n{len(data)} samples"
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        write_text_atomic(args.markdown, table + "\n")
     say(args, table)
     return 0
 

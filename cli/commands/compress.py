@@ -20,10 +20,13 @@ from cli.commands.common import (
     say,
     shapes_from,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, max_drop, number
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.bench.profile import op_type_profile
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, read_recipe
 from onnxslim_kd.pipeline.runner import CompressResult, compress
@@ -42,6 +45,8 @@ from onnxslim_kd.report.table import markdown_table
 
 #: Exit code when no result stays within --max-drop (the best one is still saved).
 BUDGET_MISSED = 3
+#: A speed-up target is a factor over the original: above 1.
+SPEEDUP_TARGET = number(1, low_open=True)
 #: MACs fraction the pruning stage keeps when there is data but no target.
 DEFAULT_KEEP_MACS = 0.5
 
@@ -50,7 +55,7 @@ EXAMPLES = """examples:
       --data samples/digits/train.npz --eval-data samples/digits/test.npz
   onnxslim-kd compress model.onnx -o fast.onnx --data train.npz --eval-data test.npz \\
       --target-speedup 8 --max-drop 0.01 --bench-batch 32 --html report.html
-  onnxslim-kd compress model.onnx -o model.slim.onnx --recipe recipe.yaml --json -
+  onnxslim-kd compress model.onnx -o model.slim.onnx --recipe recipe.yaml --json
 
 without --recipe: with --data, prune (to half the MACs) -> decompose where measured
 faster -> distill (needs the [distill] extra) -> quantize; without data, only the
@@ -86,43 +91,93 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     parser.add_argument("--eval-data", help="held-out data for accuracy and the budget")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--target-speedup", type=float, help="search for this speed-up")
-    target.add_argument("--target-latency", type=float, metavar="MS", help="or this p50 latency")
-    parser.add_argument("--max-drop", type=float, default=0.01,
-                        help="accuracy budget as a fraction (0.01 = one point)")  # fmt: skip
-    parser.add_argument("--distill-epochs", type=int, default=30, help="KD epochs (30)")
-    parser.add_argument("--max-trials", type=int, default=MAX_TRIALS,
+    target.add_argument("--target-speedup", type=SPEEDUP_TARGET,
+                        help="search for this speed-up (> 1)")  # fmt: skip
+    target.add_argument("--target-latency", type=POSITIVE_NUMBER, metavar="MS",
+                        help="or this p50 latency")  # fmt: skip
+    parser.add_argument("--max-drop", type=max_drop, default=0.01,
+                        help="accuracy budget as a fraction (0.01 = one point; default "
+                        "%(default)s)")  # fmt: skip
+    parser.add_argument("--distill-epochs", type=POSITIVE, default=30, help="KD epochs (30)")
+    parser.add_argument("--max-trials", type=NON_NEGATIVE, default=MAX_TRIALS,
                         help="fine-tuned search candidates at most (%(default)s)")  # fmt: skip
     parser.add_argument("--no-downsample", action="store_true",
                         help="search channel pruning only, at full resolution")  # fmt: skip
     add_shape_option(parser)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
-    parser.add_argument("--bench-runs", type=int, default=50, help="timed runs (0: no timing)")
-    parser.add_argument("--bench-batch", type=int, default=1, help="batch size for timing (1)")
+    parser.add_argument("--threads", type=POSITIVE, default=os.cpu_count(),
+                        help="intra-op threads")  # fmt: skip
+    parser.add_argument("--bench-runs", type=NON_NEGATIVE, default=50,
+                        help="timed runs (0: no timing)")  # fmt: skip
+    parser.add_argument("--bench-batch", type=POSITIVE, default=1,
+                        help="batch size for timing (1)")  # fmt: skip
     parser.add_argument("--work-dir", help="keep stage checkpoints here (default: OUT.work, "
                         "removed after success)")  # fmt: skip
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument("--markdown", metavar="FILE", help="write the summary as Markdown")
     add_json_option(parser, "the full report")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(
+            inputs=("model", "recipe", "data", "eval_data"),
+            models=("output",),
+            files=("json", "html", "markdown"),
+            derived=_derived_outputs,
+        ),
+    )
+
+
+def _derived_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The JSON report beside the model and the stage-checkpoint directory."""
+    return [
+        ("the report", str(report_path_for(Path(args.output)))),
+        ("--work-dir/", str(work_dir_for(args))),
+    ]
+
+
+def report_path_for(output: Path) -> Path:
+    return output.with_name(output.name + ".report.json")
+
+
+def work_dir_for(args: argparse.Namespace) -> Path:
+    return Path(args.work_dir or f"{args.output}.work")
 
 
 def run(args: argparse.Namespace) -> int:
+    searching = args.target_speedup is not None or args.target_latency is not None
+    if searching and (args.recipe or not args.data):
+        raise InputError("--target-speedup/--target-latency need --data and no --recipe")
+    work_dir = work_dir_for(args)
+    existed = work_dir.exists()
+    try:
+        return _run(args, work_dir)
+    except BaseException:
+        _leave_resumable(work_dir, keep=existed or bool(args.work_dir))
+        raise
+
+
+def _leave_resumable(work_dir: Path, keep: bool) -> None:
+    """After a failure: drop a work directory we made that holds no finished stage, or
+    say how to resume from the one that does."""
+    if not work_dir.is_dir():
+        return
+    if any(work_dir.glob("*.onnx")) or any(work_dir.glob("*.d/*")):
+        sys.stderr.write(
+            f"onnxslim-kd: finished stages are kept in {work_dir}; rerun the same command "
+            "to resume from them\n"
+        )
+    elif not keep:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work_dir: Path) -> int:
     output = Path(args.output)
     model = load(args.model)
-    if output.exists() and os.path.samefile(output, args.model):
-        raise InputError(f"{output}: refusing to overwrite the input model; choose another output")
-    if not 0 <= args.max_drop <= 1:
-        raise InputError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
-    if args.max_trials < 0:
-        raise InputError(f"--max-trials must be >= 0, got {args.max_trials}")
     searching = args.target_speedup is not None or args.target_latency is not None
     if searching and (args.recipe or not args.data):
         raise InputError("--target-speedup/--target-latency need --data and no --recipe")
     recipe = read_recipe(args.recipe) if args.recipe else None
     data = data_from(args, model, args.data)
     eval_data = data_from(args, model, args.eval_data)
-    work_dir = Path(args.work_dir or f"{output}.work")
     found: SearchResult | None = None
     if searching:
         found = search(
@@ -157,12 +212,12 @@ def run(args: argparse.Namespace) -> int:
             label: op_type_profile(m, feeds, threads=args.threads)
             for label, m in (("before", model), ("after", result.model))
         }
-        Path(args.html).write_text(render_html(record, result.comparison.rows()))
-    report_path = output.with_name(output.name + ".report.json")
-    report_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        write_text_atomic(args.html, render_html(record, result.comparison.rows()))
+    report_path = report_path_for(output)
+    write_text_atomic(report_path, json.dumps(record, indent=2, default=str) + "\n")
     summary = render(result, found, output, report_path)
     if args.markdown:
-        Path(args.markdown).write_text(summary + "\n")
+        write_text_atomic(args.markdown, summary + "\n")
     emit_json(args.json, record)
     say(args, summary)
     if not args.work_dir:
@@ -173,8 +228,6 @@ def run(args: argparse.Namespace) -> int:
 def _target(args: argparse.Namespace, model, data) -> float:
     """The speed-up to search for; a latency target is divided into the measured original."""
     if args.target_speedup is not None:
-        if args.target_speedup <= 1:
-            raise InputError(f"--target-speedup must be > 1, got {args.target_speedup}")
         return args.target_speedup
     feeds = bench_feeds(model, data, shapes_from(args), args.bench_batch)
     original = bench([("original", model, feeds)], threads=args.threads, runs=30).latencies[0]

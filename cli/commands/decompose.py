@@ -13,6 +13,8 @@ from cli.commands.common import (
     say,
     shapes_from,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import FRACTION_KEEP
 from onnxslim_kd.decompose import decompose, make_selector
 from onnxslim_kd.decompose.candidates import METHODS
 from onnxslim_kd.decompose.summary import ROW_HEADER, DecomposeSummary
@@ -24,7 +26,7 @@ EXAMPLES = """examples:
   onnxslim-kd decompose model.onnx -o model.lr.onnx                  # keep 95 % energy per layer
   onnxslim-kd decompose model.onnx -o model.lr.onnx --energy 0.9 --measure
   onnxslim-kd decompose model.onnx -o model.lr.onnx --rank-ratio 0.25 --exclude '*classifier*'
-  onnxslim-kd decompose model.onnx -o model.lr.onnx --target-macs 0.5 --json report.json
+  onnxslim-kd decompose model.onnx -o model.lr.onnx --target-macs 0.5 --json=report.json
   onnxslim-kd decompose model.onnx -o model.lr.onnx --vbmf --method tucker
 
 A layer is factorised only when its ranks (rounded up to multiples of 8) cut its MACs and,
@@ -51,17 +53,17 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     ranks = parser.add_mutually_exclusive_group()
     ranks.add_argument(
         "--energy",
-        type=float,
+        type=FRACTION_KEEP,
         metavar="E",
         help="keep this fraction of squared singular values per layer (0.95)",
     )
     ranks.add_argument(
-        "--rank-ratio", type=float, metavar="R", help="rank = R x full rank of each mode"
+        "--rank-ratio", type=FRACTION_KEEP, metavar="R", help="rank = R x full rank of each mode"
     )
     ranks.add_argument("--vbmf", action="store_true", help="ranks by variational Bayes (EVBMF)")
     ranks.add_argument(
         "--target-macs",
-        type=float,
+        type=FRACTION_KEEP,
         metavar="F",
         help="keep at most this fraction of the model's MACs",
     )
@@ -79,7 +81,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )
     add_shape_option(parser)
     add_json_option(parser, "the summary")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run, paths=PathRoles(inputs=("model",), models=("output",), files=("json",))
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,10 +10,11 @@ from cli.commands.common import (
     add_json_option,
     data_from,
     emit_json,
-    refuse_overwrite,
     save_output,
     say,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, number
 from onnxslim_kd import progress
 from onnxslim_kd.distill import require_torch
 from onnxslim_kd.distill.options import LOSS_NAMES, DistillOptions
@@ -25,7 +26,7 @@ EXAMPLES = """examples:
   onnxslim-kd distill pruned.onnx -o pruned.kd.onnx --teacher model.onnx \\
       --data samples/digits/train.npz --eval-data val.npz --epochs 5
   onnxslim-kd distill small.onnx -o small.kd.onnx --teacher a.onnx --teacher b.onnx \\
-      --data train.npz --loss hint --temperature 2 --max-seconds 600 --json report.json
+      --data train.npz --loss hint --temperature 2 --max-seconds 600 --json=report.json
   onnxslim-kd distill small.onnx -o out.onnx --teacher model.onnx --data unlabelled.npz \\
       --loss kd:1,at:1000
   onnxslim-kd distill pruned.onnx -o pruned.kd.onnx --teacher model.onnx --data train.npz \\
@@ -60,26 +61,26 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", metavar="DATA",
                         help="held-out data for best-epoch selection (default: hold out "
                         f"{defaults.val_fraction * 100:g}%% of --data)")  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="(%(default)s)")
+    parser.add_argument("--epochs", type=POSITIVE, default=defaults.epochs, help="(%(default)s)")
     parser.add_argument("--loss", default=defaults.loss,
                         help=f"{'|'.join(LOSS_NAMES)} or NAME:W,... (%(default)s)")  # fmt: skip
-    parser.add_argument("--temperature", type=float, default=defaults.temperature,
+    parser.add_argument("--temperature", type=POSITIVE_NUMBER, default=defaults.temperature,
                         help="softening temperature T (%(default)s)")  # fmt: skip
-    parser.add_argument("--alpha", type=float, default=defaults.alpha,
+    parser.add_argument("--alpha", type=number(0, 1), default=defaults.alpha,
                         help="weight of kd against hard-label ce (%(default)s)")  # fmt: skip
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="(%(default)s)")
-    parser.add_argument("--batch", type=int, default=defaults.batch, help="(%(default)s)")
+    parser.add_argument("--lr", type=POSITIVE_NUMBER, default=defaults.lr, help="(%(default)s)")
+    parser.add_argument("--batch", type=POSITIVE, default=defaults.batch, help="(%(default)s)")
     parser.add_argument("--optimizer", choices=["adamw", "sgd"], default=defaults.optimizer)
-    parser.add_argument("--max-seconds", type=float, help="stop training after this long")
-    parser.add_argument("--patience", type=int, default=defaults.patience,
+    parser.add_argument("--max-seconds", type=POSITIVE_NUMBER, help="stop training after this long")
+    parser.add_argument("--patience", type=POSITIVE, default=defaults.patience,
                         help="epochs without improvement before stopping")  # fmt: skip
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
-    parser.add_argument("--augment-shift", type=int, default=defaults.augment_shift,
+    parser.add_argument("--augment-shift", type=NON_NEGATIVE, default=defaults.augment_shift,
                         metavar="PX",
                         help="shift image batches by up to PX pixels (%(default)s)")  # fmt: skip
     parser.add_argument("--augment-flip", action="store_true",
                         help="mirror image batches left-right half the time")  # fmt: skip
-    parser.add_argument("--augment-noise", type=float, default=defaults.augment_noise,
+    parser.add_argument("--augment-noise", type=number(0), default=defaults.augment_noise,
                         metavar="F", help="add Gaussian noise of F x the batch's std "
                         "(%(default)s)")  # fmt: skip
     parser.add_argument("--device", default=defaults.device, help="cpu or cuda (%(default)s)")
@@ -89,7 +90,15 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         help="save the training state here after every epoch; rerunning the "
                         "same command resumes after the last finished epoch")  # fmt: skip
     add_json_option(parser, "the summary")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(
+            inputs=("student", "teacher", "data", "eval_data"),
+            models=("output",),
+            files=("json",),
+            dirs=("checkpoint_dir",),
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise InputError(f"distill: {exc}") from exc
-    refuse_overwrite(args.output, args.student, *args.teacher)
     student = load(args.student)
     teachers = [load(path) for path in args.teacher]
     data = data_from(args, student, args.data)

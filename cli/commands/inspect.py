@@ -12,6 +12,8 @@ from cli.commands.common import (
     say,
     shapes_from,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import POSITIVE
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.report.table import markdown_table
@@ -32,10 +34,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("model", help="ONNX model file")
     add_shape_option(parser)
-    parser.add_argument("--batch", type=int, default=1, help="size of a dynamic batch axis (1)")
+    parser.add_argument(
+        "--batch", type=POSITIVE, default=1, help="size of a dynamic batch axis (1)"
+    )
     parser.add_argument("--per-node", action="store_true", help="include MACs of every node")
     add_json_option(parser, "the statistics")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, paths=PathRoles(inputs=("model",), files=("json",)))
 
 
 def run(args: argparse.Namespace) -> int:

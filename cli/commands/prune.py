@@ -15,6 +15,8 @@ from cli.commands.common import (
     say,
     shapes_from,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import FRACTION_KEEP, FRACTION_OPEN, POSITIVE, RATIO
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check
 from onnxslim_kd.prune.importance import CRITERIA
@@ -44,17 +46,21 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="input ONNX model (never modified)")
     parser.add_argument("-o", "--output", required=True, help="where to write the pruned model")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--ratio", type=float, default=0.5, help="channels removed per group (0.5)")
-    budget.add_argument("--target-macs", type=float, help="keep this fraction of the MACs")
+    budget.add_argument("--ratio", type=RATIO, default=0.5,
+                        help="channels removed per group, in [0, 1) (0.5)")  # fmt: skip
+    budget.add_argument("--target-macs", type=FRACTION_KEEP,
+                        help="keep this fraction of the MACs, in (0, 1]")  # fmt: skip
     parser.add_argument("--criterion", default="l1", choices=list(CRITERIA), help="importance")
     parser.add_argument("--global", dest="global_ranking", action="store_true",
                         help="rank channels across groups instead of a uniform ratio")  # fmt: skip
-    parser.add_argument("--max-ratio", type=float, default=0.8, help="cap per group (0.8)")
-    parser.add_argument("--round-to", type=int, default=8, help="kept channels multiple of (8)")
+    parser.add_argument("--max-ratio", type=FRACTION_OPEN, default=0.8,
+                        help="cap per group, in (0, 1) (0.8)")  # fmt: skip
+    parser.add_argument("--round-to", type=POSITIVE, default=8,
+                        help="kept channels multiple of (8)")  # fmt: skip
     parser.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
                         help="node names, regexes or op types to leave alone")  # fmt: skip
     parser.add_argument("--prune-stem", action="store_true", help="also prune the stem conv")
-    parser.add_argument("--downsample", type=int, default=1, metavar="F",
+    parser.add_argument("--downsample", type=POSITIVE, default=1, metavar="F",
                         help="run layers after the stem conv at 1/F resolution (raises its "
                         "stride; needs distill; resolution-free outputs only)")  # fmt: skip
     parser.add_argument("--plan", help="apply the kept channels of a saved plan")
@@ -62,7 +68,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_shape_option(parser)
     add_json_option(parser, "the summary")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(
+            inputs=("model", "data", "plan"), models=("output",), files=("json", "plan_out")
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

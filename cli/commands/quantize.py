@@ -14,6 +14,8 @@ from cli.commands.common import (
     save_output,
     say,
 )
+from cli.commands.paths import PathRoles
+from cli.commands.values import NON_NEGATIVE, POSITIVE, max_drop
 from onnxslim_kd.data import Preprocess, load_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
@@ -30,7 +32,7 @@ EXAMPLES = """examples:
   onnxslim-kd quantize model.onnx -o model.int8.onnx --data calib/ \\
       --preprocess resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225
   onnxslim-kd quantize model.onnx -o model.int8.onnx --data calib.npz \\
-      --max-drop 0.005 --eval-data test.npz --json report.json
+      --max-drop 0.005 --eval-data test.npz --json=report.json
   onnxslim-kd quantize model.onnx -o model.int8.onnx --data calib.npz \\
       --exclude op:Gemm --exclude 're:/layer4/.*' --target-cpu arm --method percentile
 
@@ -69,7 +71,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help="keep nodes in FP32: node name, op:TYPE or re:REGEX (repeatable)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-drop", type=float, metavar="D",
+        "--max-drop", type=max_drop, metavar="D",
         help="accuracy budget as a fraction (0.01 = one point); sensitive layers fall back to FP32",
     )  # fmt: skip
     parser.add_argument(
@@ -80,7 +82,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help="budget for outputs that are not class scores: output SQNR floor in dB (30)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-calib-memory", type=int, default=DEFAULT_MEMORY_MB, metavar="MB",
+        "--max-calib-memory", type=POSITIVE, default=DEFAULT_MEMORY_MB, metavar="MB",
         help=f"memory for entropy/percentile activation histograms ({DEFAULT_MEMORY_MB})",
     )  # fmt: skip
     parser.add_argument(
@@ -88,13 +90,19 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help="write the FP32 model instead when INT8 is not faster here",
     )  # fmt: skip
     parser.add_argument(
-        "--bench-runs", type=int, default=30, help="interleaved FP32/INT8 timed runs (0 skips)"
+        "--bench-runs",
+        type=NON_NEGATIVE,
+        default=30,
+        help="interleaved FP32/INT8 timed runs (0 skips)",
     )
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(), help="intra-op threads for timing"
+        "--threads", type=POSITIVE, default=os.cpu_count(), help="intra-op threads for timing"
     )
     add_json_option(parser, "the quantization report")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(
+        handler=run,
+        paths=PathRoles(inputs=("model", "data", "eval_data"), models=("output",), files=("json",)),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

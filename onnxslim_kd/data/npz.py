@@ -16,11 +16,14 @@ LABELS_KEY = "labels"
 
 def load_npz(path: Path, inputs: list[TensorSpec]) -> Dataset:
     """Map arrays to graph inputs by name; a single-input model may use any single array."""
+    if not zipfile.is_zipfile(path):  # np.load would try pickle and advise allow_pickle
+        raise InputError(f"{path}: not an .npz archive (numpy.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+        reason = "holds object arrays" if "pickle" in str(exc) else str(exc)
+        raise InputError(f"{path}: not a readable .npz archive ({reason})") from exc
     labels = arrays.pop(LABELS_KEY, None)
     names = [spec.name for spec in inputs]
     if all(name in arrays for name in names):

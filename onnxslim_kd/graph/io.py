@@ -90,7 +90,7 @@ def resolve_shapes(
     resolved: dict[str, list[int]] = {}
     for spec in inputs:
         if spec.name in shapes:
-            resolved[spec.name] = shapes[spec.name]
+            resolved[spec.name] = check_shape_fits(spec, shapes[spec.name])
             continue
         dims = []
         for axis, dim in enumerate(spec.dims):
@@ -105,6 +105,23 @@ def resolve_shapes(
                 )
         resolved[spec.name] = dims
     return resolved
+
+
+def check_shape_fits(spec: TensorSpec, dims: list[int]) -> list[int]:
+    """`dims` if it has the input's rank and agrees with every static dim, else InputError."""
+    given = "x".join(map(str, dims))
+    if len(dims) != len(spec.dims):
+        raise InputError(
+            f"--shape {spec.name}={given} has rank {len(dims)}; input '{spec.name}' "
+            f"{spec.dims_text()} has rank {len(spec.dims)}"
+        )
+    for axis, (want, got) in enumerate(zip(spec.dims, dims, strict=True)):
+        if isinstance(want, int) and want != got:
+            raise InputError(
+                f"--shape {spec.name}={given}: axis {axis} of input '{spec.name}' "
+                f"{spec.dims_text()} is fixed at {want}"
+            )
+    return dims
 
 
 def fixed_batch(model: onnx.ModelProto) -> int | None:

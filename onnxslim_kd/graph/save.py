@@ -74,3 +74,18 @@ def _same_file(a: Path, b: str | os.PathLike) -> bool:
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
     return a.resolve() == b.resolve()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a report (JSON, Markdown, HTML, plan) so that `path` holds all of it or its
+    previous content: a temporary file beside it, renamed into place once complete."""
+    path = Path(path)
+    handle, staged = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(staged, path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
+    return path

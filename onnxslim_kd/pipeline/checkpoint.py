@@ -17,15 +17,14 @@ import onnx
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.load import load
-from onnxslim_kd.graph.save import save
+from onnxslim_kd.graph.save import save, write_text_atomic
 
 
 class Checkpoints:
     """Stage models and records in `directory`, keyed by everything that determines them."""
 
     def __init__(self, directory: Path, model: onnx.ModelProto, data: Dataset | None) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory  # made by the first store: a refused run leaves nothing
         digest = hashlib.sha256(model.SerializeToString(deterministic=True))
         if data is not None:
             for name, array in sorted(data.inputs.items()):
@@ -51,6 +50,7 @@ class Checkpoints:
         self, recipe_so_far: list[dict[str, Any]], model: onnx.ModelProto, record: dict
     ) -> None:
         key = self._key(recipe_so_far)
+        self.directory.mkdir(parents=True, exist_ok=True)
         save(model, self.directory / f"{key}.onnx")
-        (self.directory / f"{key}.json").write_text(json.dumps(record, default=str))
+        write_text_atomic(self.directory / f"{key}.json", json.dumps(record, default=str))
         shutil.rmtree(self.stage_dir(recipe_so_far), ignore_errors=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.save import write_text_atomic
 
 PLAN_FORMAT = "onnxslim-kd/prune-plan/1"
 
@@ -19,7 +20,7 @@ def plan_record(groups: dict[str, dict], criterion: str) -> dict:
 
 
 def write_plan(record: dict, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=1) + "\n")
 
 
 def read_plan(path: str | os.PathLike) -> dict:

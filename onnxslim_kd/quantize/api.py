@@ -26,6 +26,7 @@ from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import choose_data_types, detect_target
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+from onnxslim_kd.report.gate import max_drop_error
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
@@ -48,8 +49,8 @@ class QuantizeOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_drop is not None and not 0 <= self.max_drop < 1:
-            raise InputError(f"--max-drop is a fraction in [0, 1), got {self.max_drop}")
+        if self.max_drop is not None and max_drop_error(self.max_drop):
+            raise InputError(f"--max-drop {max_drop_error(self.max_drop)}")
         if self.bench_runs < 0:
             raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
         if self.keep_if_faster and not self.bench_runs:

@@ -6,6 +6,16 @@ from dataclasses import asdict, dataclass
 
 from onnxslim_kd.report.comparison import Comparison
 
+#: The accuracy budget's range, the same for every command and recipe.
+MAX_DROP_RANGE = "[0, 1]"
+
+
+def max_drop_error(value: float) -> str | None:
+    """Why `value` is not a valid --max-drop (a fraction: 0.01 = one point), or None."""
+    if 0 <= value <= 1:
+        return None
+    return f"must be a fraction in {MAX_DROP_RANGE} (0.01 = one point), got {value:g}"
+
 
 @dataclass
 class Limit:
