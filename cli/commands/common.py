@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 
 from cli.commands.values import POSITIVE
-from onnxslim_kd.data import Dataset, Preprocess, load_data
+from onnxslim_kd.data import Dataset, Preprocess, load_data, with_data_shapes
 from onnxslim_kd.graph.io import parse_shapes
 from onnxslim_kd.graph.load import file_uses_external_data
 from onnxslim_kd.graph.save import save, write_text_atomic
@@ -78,6 +78,13 @@ def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def shapes_from(args: argparse.Namespace) -> dict[str, list[int]]:
     return parse_shapes(args.shape)
+
+
+def shapes_for(
+    args: argparse.Namespace, model: onnx.ModelProto, data: Dataset | None
+) -> dict[str, list[int]]:
+    """Concrete input shapes: --shape where given, else the data's sample sizes."""
+    return with_data_shapes(model, data, shapes_from(args))
 
 
 def data_from(

@@ -6,12 +6,14 @@ import argparse
 
 from cli.commands.common import (
     add_command,
+    add_data_options,
     add_json_option,
     add_shape_option,
+    data_from,
     emit_json,
     save_output,
     say,
-    shapes_from,
+    shapes_for,
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import FRACTION_KEEP
@@ -80,22 +82,25 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help="glob over node names or op types to leave alone, e.g. '*fc*' Gemm",
     )
     add_shape_option(parser)
+    add_data_options(parser)
     add_json_option(parser, "the summary")
     parser.set_defaults(
-        handler=run, paths=PathRoles(inputs=("model",), models=("output",), files=("json",))
+        handler=run,
+        paths=PathRoles(inputs=("model", "data"), models=("output",), files=("json",)),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     selector = make_selector(args.energy, args.rank_ratio, args.vbmf, args.target_macs)
     model = load(args.model)
+    shapes = shapes_for(args, model, data_from(args, model, args.data))
     out, summary = decompose(
         model,
         selector,
         method=args.method,
         measure=args.measure,
         exclude=args.exclude,
-        shapes=shapes_from(args),
+        shapes=shapes,
     )
     check(out)
     save_output(out, args.output, args.model)

@@ -6,11 +6,13 @@ import argparse
 
 from cli.commands.common import (
     add_command,
+    add_data_options,
     add_json_option,
     add_shape_option,
+    data_from,
     emit_json,
     say,
-    shapes_from,
+    shapes_for,
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import POSITIVE
@@ -21,6 +23,7 @@ from onnxslim_kd.report.table import markdown_table
 EXAMPLES = """examples:
   onnxslim-kd inspect model.onnx
   onnxslim-kd inspect model.onnx --shape input=1x3x224x224 --json
+  onnxslim-kd inspect detector.onnx --data calib.npz     # MACs at the data's H and W
 """
 
 
@@ -34,16 +37,19 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("model", help="ONNX model file")
     add_shape_option(parser)
+    add_data_options(parser)
     parser.add_argument(
         "--batch", type=POSITIVE, default=1, help="size of a dynamic batch axis (1)"
     )
     parser.add_argument("--per-node", action="store_true", help="include MACs of every node")
     add_json_option(parser, "the statistics")
-    parser.set_defaults(handler=run, paths=PathRoles(inputs=("model",), files=("json",)))
+    parser.set_defaults(handler=run, paths=PathRoles(inputs=("model", "data"), files=("json",)))
 
 
 def run(args: argparse.Namespace) -> int:
-    stats = model_stats(load(args.model), shapes_from(args), args.batch)
+    model = load(args.model)
+    shapes = shapes_for(args, model, data_from(args, model, args.data))
+    stats = model_stats(model, shapes, args.batch, shapes_optional=True)
     emit_json(args.json, stats.as_dict(per_node=args.per_node))
     if args.json != "-":
         say(args, render(args.model, stats))
@@ -57,10 +63,7 @@ def render(path: str, stats) -> str:
     summary = [
         ("opset", stats.opset),
         ("params", f"{stats.params:,}"),
-        (
-            "MACs",
-            f"{stats.macs:,} at " + ", ".join(f"{k}={_dims(v)}" for k, v in stats.shapes.items()),
-        ),
+        ("MACs", _macs(stats)),
         ("size", f"{stats.size_bytes / 1e6:.2f} MB"),
         ("nodes", stats.nodes),
     ]
@@ -73,6 +76,12 @@ def render(path: str, stats) -> str:
             markdown_table(["op", "count"], ops),
         ]
     )
+
+
+def _macs(stats) -> str:
+    if stats.macs is None:
+        return "unknown: give --shape NAME=DIMS or --data for the dynamic dims"
+    return f"{stats.macs:,} at " + ", ".join(f"{k}={_dims(v)}" for k, v in stats.shapes.items())
 
 
 def _dims(dims: list) -> str:

@@ -15,7 +15,7 @@ from onnxslim_kd.data.validate import validate_dataset
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import model_inputs, resolve_shapes
 
-__all__ = ["Dataset", "Preprocess", "load_data", "random_data"]
+__all__ = ["Dataset", "Preprocess", "data_shapes", "load_data", "random_data", "with_data_shapes"]
 
 
 def load_data(
@@ -64,3 +64,32 @@ def random_data(
         else:
             inputs[spec.name] = rng.integers(0, 8, shape).astype(spec.dtype)
     return Dataset(inputs, None, "random")
+
+
+def data_shapes(model: onnx.ModelProto, data: Dataset | None) -> dict[str, list[int]]:
+    """Concrete shapes of the inputs with dynamic dims, taken from the data's samples.
+
+    A detector or text recogniser exported with dynamic H/W runs at the size its data has;
+    axis 0 is the model's fixed batch, or 1 when the batch is dynamic.
+    """
+    if data is None:
+        return {}
+    shapes = {}
+    for spec in model_inputs(model):
+        array = data.inputs.get(spec.name)
+        if spec.is_static or array is None or array.ndim != len(spec.dims):
+            continue
+        batch = spec.dims[0] if isinstance(spec.dims[0], int) else 1
+        shapes[spec.name] = [batch, *array.shape[1:]] if spec.dims else []
+    return shapes
+
+
+def with_data_shapes(
+    model: onnx.ModelProto, data: Dataset | None, shapes: dict[str, list[int]] | None
+) -> dict[str, list[int]]:
+    """Given shapes (`--shape`) over the data's: the user's word wins."""
+    given = dict(shapes or {})
+    inputs = model_inputs(model)
+    if "" in given and len(inputs) == 1:
+        given = {inputs[0].name: given[""]}
+    return {**data_shapes(model, data), **given}

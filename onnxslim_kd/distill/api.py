@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from onnxslim_kd.data import data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.distill.checkpoint import TrainCheckpoint, fingerprint
 from onnxslim_kd.distill.distributed import World
@@ -19,6 +21,8 @@ from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.distill.train import Split, evaluate, fit
 from onnxslim_kd.distill.writeback import write_back
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.batch import free_batch
+from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.report.fidelity import output_fidelity
 
@@ -44,8 +48,11 @@ def distill(
         data, val = holdout(data, options.val_fraction, options.seed)
     checkpoint = _checkpoint(options, student, teachers, data, val)
     torch.manual_seed(options.seed)
-    module = GraphModule(student).to(options.device)
-    ensemble = Ensemble(teachers, options.batch)
+    trainable, batching = _trainable(student, data)
+    if batching["trained_at"] is not None:
+        options = replace(options, batch=batching["trained_at"])
+    module = GraphModule(trainable).to(options.device)
+    ensemble = Ensemble([free_batch(t, data_shapes(t, data)) or t for t in teachers], options.batch)
     train = Split.of(data, ensemble, options.device)
     _check_output_shapes(module, train)
     weights = options.loss_weights(labelled=data.labels is not None)
@@ -53,6 +60,7 @@ def distill(
     objective = Objective(weights, plan.channels).to(options.device)
     val_split = None if val is None else Split.of(val, ensemble, options.device)
     summary: dict = {
+        "batching": batching,
         "loss_weights": weights,
         "teachers": len(teachers),
         "trainable_tensors": len(module.weight_names),
@@ -76,6 +84,19 @@ def distill(
             summary["val_teacher"] = float((teacher_top1 == val_split.labels).float().mean())
     summary["training"] = report.as_dict()
     return model, summary
+
+
+def _trainable(student: onnx.ModelProto, data: Dataset) -> tuple[onnx.ModelProto, dict]:
+    """The graph the torch student runs: with a fixed batch freed so that it trains on
+    mini-batches (the written-back model keeps the original interface), or, when freeing
+    is not exactly equivalent, the graph itself trained at its own batch."""
+    batch = fixed_batch(student)
+    if batch is None:
+        return student, {"fixed_batch": None, "freed": False, "trained_at": None}
+    freed = free_batch(student, data_shapes(student, data))
+    if freed is None:
+        return student, {"fixed_batch": batch, "freed": False, "trained_at": batch}
+    return freed, {"fixed_batch": batch, "freed": True, "trained_at": None}
 
 
 def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -15,7 +15,7 @@ from torch import Tensor
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.distill.executor import GraphModule
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.io import model_outputs
+from onnxslim_kd.graph.io import fixed_batch, model_outputs
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.validate import run
 
@@ -50,7 +50,10 @@ class Ensemble:
                 make_session(model, threads=threads, spinning=False) for model in self.models
             ]
         arrays = {name: value.detach().cpu().numpy() for name, value in feeds.items()}
-        outputs = [session.run(None, arrays)[0] for session in self._sessions]
+        outputs = [
+            _run_in_chunks(session, arrays, fixed_batch(model))
+            for session, model in zip(self._sessions, self.models, strict=True)
+        ]
         return torch.from_numpy(np.stack(outputs)).float()
 
     @staticmethod
@@ -64,3 +67,15 @@ class Ensemble:
         if self._torch is None:
             self._torch = GraphModule(self.models[0]).requires_grad_(False)
         return self._torch
+
+
+def _run_in_chunks(session, arrays: dict[str, np.ndarray], batch: int | None) -> np.ndarray:
+    """First output of a session, fed `batch` samples at a time when the model fixes it."""
+    count = len(next(iter(arrays.values())))
+    if batch is None or batch == count:
+        return session.run(None, arrays)[0]
+    parts = [
+        session.run(None, {k: v[start : start + batch] for k, v in arrays.items()})[0]
+        for start in range(0, count, batch)
+    ]
+    return np.concatenate(parts)

@@ -101,7 +101,7 @@ def resolve_shapes(
             else:
                 raise InputError(
                     f"input '{spec.name}' {spec.dims_text()} has dynamic axis {axis}; "
-                    f"give its shape, e.g. --shape {spec.name}=1x3x224x224"
+                    f"give its shape (e.g. --shape {spec.name}=1x3x224x224) or data (--data)"
                 )
         resolved[spec.name] = dims
     return resolved

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import model_inputs, model_outputs, resolve_shapes
 from onnxslim_kd.graph.load import opset_of
 from onnxslim_kd.graph.shape_inference import static_shapes
@@ -40,11 +41,13 @@ class ModelStats:
     opset: int
     shapes: dict[str, list[int]] = field(default_factory=dict)
     macs_per_node: dict[str, int] = field(default_factory=dict)
+    macs_unknown: str | None = None  # why MACs could not be counted (no concrete shapes)
 
     def as_dict(self, per_node: bool = False) -> dict:
         record = {
             "params": self.params,
             "macs": self.macs,
+            "macs_unknown": self.macs_unknown,
             "size_bytes": self.size_bytes,
             "nodes": self.nodes,
             "op_counts": self.op_counts,
@@ -59,14 +62,29 @@ class ModelStats:
 
 
 def model_stats(
-    model: onnx.ModelProto, shapes: dict[str, list[int]] | None = None, batch: int = 1
+    model: onnx.ModelProto,
+    shapes: dict[str, list[int]] | None = None,
+    batch: int = 1,
+    *,
+    shapes_optional: bool = False,
 ) -> ModelStats:
-    """Count parameters and MACs; dynamic axis 0 becomes `batch`, other dims need `shapes`."""
-    concrete = resolve_shapes(model, shapes or {}, batch)
-    per_node = macs_per_node(model, static_shapes(model, concrete))
+    """Count parameters and MACs; dynamic axis 0 becomes `batch`, other dims need `shapes`.
+
+    With `shapes_optional` (inspect) a model whose other dims are dynamic still gets
+    everything that needs no shape, and `macs` None with the reason.
+    """
+    unknown = None
+    try:
+        concrete = resolve_shapes(model, shapes or {}, batch)
+    except InputError as exc:
+        if not shapes_optional or "dynamic axis" not in str(exc):
+            raise
+        concrete, unknown = {}, f"{exc}, or data with --data"
+    per_node = macs_per_node(model, static_shapes(model, concrete)) if not unknown else {}
     return ModelStats(
         params=count_params(model),
-        macs=sum(per_node.values()),
+        macs=None if unknown else sum(per_node.values()),
+        macs_unknown=unknown,
         size_bytes=model.ByteSize(),
         nodes=len(model.graph.node),
         op_counts=dict(Counter(node.op_type for node in model.graph.node).most_common()),
@@ -79,7 +97,8 @@ def model_stats(
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Elements of weight initializers (float, or 8/16-bit integers once quantized);
+    """Elements of weight initializers and Constant-node weights (float, or 8/16-bit
+    integers once quantized), so canonicalization never changes the count;
     BN statistics, Q/DQ scales and zero points, and shape tensors excluded."""
     statistics = {
         node.input[i]
@@ -89,11 +108,19 @@ def count_params(model: onnx.ModelProto) -> int:
     }
     dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     total = 0
-    for tensor in model.graph.initializer:
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [  # exporters that keep weights in Constant nodes (opset 11 exports)
+        (node.output[0], attr.t)
+        for node in model.graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.name == "value"
+    ]
+    for name, tensor in tensors:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
-        quantized = dtype in _WEIGHT_INTEGERS or tensor.name in dequantized  # int32 biases too
+        quantized = dtype in _WEIGHT_INTEGERS or name in dequantized  # int32 biases too
         weight = np.issubdtype(dtype, np.floating) or quantized
-        if tensor.name not in statistics and weight:
+        if name not in statistics and weight:
             total += math.prod(tensor.dims)
     return total
 

@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 
 from onnxslim_kd.bench.latency import bench
-from onnxslim_kd.data import random_data
+from onnxslim_kd.data import random_data, with_data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
 from onnxslim_kd.graph.validate import check, compare_models
@@ -62,7 +62,7 @@ def compress(
     interface; its output fidelity against the pass's input is recorded. With
     `checkpoints`, finished stages are stored and reused by a rerun.
     """
-    shapes = shapes or {}
+    shapes = with_data_shapes(model, data, shapes)
     entries = recipe if recipe is not None else DEFAULT_RECIPE
     passes = build_passes(entries)
     verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)

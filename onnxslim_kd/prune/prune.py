@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from onnxslim_kd.data import with_data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.canonicalize import canonicalize
@@ -102,7 +103,7 @@ def prune(
     When nothing changes (ratio 0, everything blocked) the input comes back as is.
     """
     canonical, _ = canonicalize(model)
-    concrete = resolve_shapes(canonical, shapes or {}, batch=1)
+    concrete = resolve_shapes(canonical, with_data_shapes(canonical, data, shapes), batch=1)
     original = model_stats(canonical, concrete)
     spatial = None
     if options.downsample > 1:
