@@ -45,19 +45,28 @@ def static_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
     return out
 
 
-def two_heads(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A second, regression output beside the class scores: 2x the first output + 1."""
+def face_like(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Box regression [N,4], landmarks [N,10] and a face probability Softmax [N,2], all read
+    from the classifier's input features, in that order (the box output first)."""
     out = clone(model)
-    first = out.graph.output[0]
-    out.graph.initializer.extend([
-        numpy_helper.from_array(np.array(2.0, np.float32), "box.scale"),
-        numpy_helper.from_array(np.array(1.0, np.float32), "box.shift"),
-    ])  # fmt: skip
-    out.graph.node.extend([
-        helper.make_node("Mul", [first.name, "box.scale"], ["box.scaled"], name="box_mul"),
-        helper.make_node("Add", ["box.scaled", "box.shift"], ["box"], name="box_add"),
-    ])  # fmt: skip
-    dims = [d.dim_param or d.dim_value for d in first.type.tensor_type.shape.dim]
-    out.graph.output.append(helper.make_tensor_value_info("box", TensorProto.FLOAT, dims))
+    head = next(n for n in out.graph.node if n.op_type == "Gemm")
+    features, width = (
+        head.input[0],
+        numpy_helper.to_array(
+            next(t for t in out.graph.initializer if t.name == head.input[1])
+        ).shape[1],
+    )
+    rng = np.random.default_rng(3)
+    del out.graph.output[:]
+    for name, size in (("box", 4), ("landmarks", 10), ("face_logits", 2)):
+        weight = rng.standard_normal((width, size)).astype(np.float32)
+        out.graph.initializer.append(numpy_helper.from_array(weight, f"{name}.w"))
+        out.graph.node.append(helper.make_node("MatMul", [features, f"{name}.w"], [name]))
+    out.graph.node.remove(head)
+    out.graph.node.append(helper.make_node("Softmax", ["face_logits"], ["face"], axis=1))
+    for name, size in (("box", 4), ("landmarks", 10), ("face", 2)):
+        out.graph.output.append(
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", size])
+        )
     onnx.checker.check_model(out)
     return out

@@ -18,6 +18,7 @@ from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.graph.validate import run_pair
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+from onnxslim_kd.report.outputs import output_roles
 from onnxslim_kd.report.table import markdown_table
 
 EXAMPLES = """examples:
@@ -38,6 +39,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("candidate", help="candidate ONNX model (usually the compressed one)")
     add_data_options(parser, required=True)
     parser.add_argument("--batch", type=POSITIVE, default=32, help="samples per inference (32)")
+    parser.add_argument("--label-output", metavar="NAME",
+                        help="the output the labels describe (default: the one [N, C] output "
+                        "whose C is the labels' class count)")  # fmt: skip
     add_json_option(parser, "the fidelity record")
     parser.add_argument("--markdown", metavar="FILE", help="write the table to FILE")
     parser.set_defaults(
@@ -50,18 +54,20 @@ def run(args: argparse.Namespace) -> int:
     reference, candidate = load(args.reference), load(args.candidate)
     data = data_from(args, reference, args.data)
     ref_out, cand_out = run_pair(reference, candidate, data, args.batch)
-    record: dict = {"samples": len(data), "outputs": {}}
+    roles = output_roles(reference, ref_out, data.labels, args.label_output)
+    record: dict = {"samples": len(data), "outputs": {}, "roles": roles.as_dict()}
     rows = []
     for name, ref in ref_out.items():
-        fid = output_fidelity(ref, cand_out[name])
+        fid = output_fidelity(ref, cand_out[name], name in roles.class_like)
         entry = fid.as_dict()
-        if data.labels is not None:
+        if name == roles.label_output:
             entry["accuracy_reference"] = accuracy(ref, data.labels)
             entry["accuracy_candidate"] = accuracy(cand_out[name], data.labels)
         record["outputs"][name] = entry
         rows.append([name, *(_fmt(entry.get(k)) for k in COLUMNS)])
     emit_json(args.json, record)
-    table = markdown_table(["output", *COLUMNS], rows) + f"\n\n{len(data)} samples"
+    notes = "".join(f"\nwarning: {w}" for w in roles.warnings)
+    table = markdown_table(["output", *COLUMNS], rows) + f"\n\n{len(data)} samples{notes}"
     if args.markdown:
         write_text_atomic(args.markdown, table + "\n")
     say(args, table)

@@ -39,7 +39,7 @@ from onnxslim_kd.pipeline.search import (
 )
 from onnxslim_kd.report.comparison import bench_feeds
 from onnxslim_kd.report.environment import environment
-from onnxslim_kd.report.gate import accuracy_drop
+from onnxslim_kd.report.gate import DEFAULT_MIN_SQNR, accuracy_drop, weak_outputs, within_budget
 from onnxslim_kd.report.html import render_html
 from onnxslim_kd.report.table import markdown_table
 
@@ -98,6 +98,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=max_drop, default=0.01,
                         help="accuracy budget as a fraction (0.01 = one point; default "
                         "%(default)s)")  # fmt: skip
+    parser.add_argument("--min-sqnr", type=float, default=DEFAULT_MIN_SQNR, metavar="DB",
+                        help="budget of outputs that are not class scores (boxes, landmarks): "
+                        "SQNR floor in dB against the original (%(default)s)")  # fmt: skip
+    parser.add_argument("--label-output", metavar="NAME",
+                        help="the output the labels describe (default: the one [N, C] output "
+                        "whose C is the labels' class count)")  # fmt: skip
     parser.add_argument("--distill-epochs", type=POSITIVE, default=30, help="KD epochs (30)")
     parser.add_argument("--max-trials", type=NON_NEGATIVE, default=MAX_TRIALS,
                         help="fine-tuned search candidates at most (%(default)s)")  # fmt: skip
@@ -186,6 +192,7 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
             bench_runs=max(args.bench_runs, 10), bench_batch=args.bench_batch,
             threads=args.threads, work_dir=work_dir, max_trials=args.max_trials,
             downsample=(1,) if args.no_downsample else DOWNSAMPLE,
+            label_output=args.label_output, min_sqnr=args.min_sqnr,
         )  # fmt: skip
         result = found.chosen.result
     else:
@@ -196,7 +203,7 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
         result = compress(
             model, recipe, data=data, eval_data=eval_data, shapes=shapes_from(args),
             threads=args.threads, bench_runs=args.bench_runs, bench_batch=args.bench_batch,
-            checkpoints=Checkpoints(work_dir, model, data),
+            checkpoints=Checkpoints(work_dir, model, data), label_output=args.label_output,
         )  # fmt: skip
     save_output(result.model, output, args.model)
     record = {
@@ -222,7 +229,7 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
     say(args, summary)
     if not args.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return _budget_verdict(result, found, args.max_drop)
+    return _budget_verdict(result, found, args.max_drop, args.min_sqnr)
 
 
 def _target(args: argparse.Namespace, model, data) -> float:
@@ -234,22 +241,31 @@ def _target(args: argparse.Namespace, model, data) -> float:
     return original.median_ms / args.target_latency
 
 
-def _budget_verdict(result: CompressResult, found: SearchResult | None, max_drop: float) -> int:
-    """Say when the speed-up target was missed; exit 3, saying how close we got, when the
-    result is over the accuracy budget."""
+def _budget_verdict(
+    result: CompressResult, found: SearchResult | None, max_drop: float, min_sqnr: float
+) -> int:
+    """Say when the speed-up target was missed; exit 3, saying how close we got, when a
+    class output is over the accuracy budget or another output under the SQNR floor."""
+    roles = result.comparison.roles
+    for warning in roles.warnings if roles else []:
+        sys.stderr.write(f"onnxslim-kd: warning: {warning}\n")
     if found and found.met and found.chosen.speedup < found.target_speedup:
         best = found.chosen
         sys.stderr.write(
             f"onnxslim-kd: target {found.target_speedup:g}x not reached within the budget: "
             f"the fastest candidate in budget is {best.speedup:.2f}x ({best.label})\n"
         )
-    drop, how = accuracy_drop(result.comparison)
-    if drop is None or drop <= max_drop + 1e-12:
+    if within_budget(result.comparison, max_drop, min_sqnr):
         return 0
     tried = f" after {len(found.candidates)} candidates" if found else ""
+    drop, how = accuracy_drop(result.comparison)
+    if drop is not None and drop > max_drop + 1e-12:
+        failed = f"{how} {drop:.4f} > --max-drop {max_drop}"
+    else:
+        name, sqnr = weak_outputs(result.comparison, min_sqnr)[0]
+        failed = f"output '{name}' SQNR {sqnr:.1f} dB < --min-sqnr {min_sqnr:g}"
     sys.stderr.write(
-        f"onnxslim-kd: accuracy budget not met{tried}: {how} {drop:.4f} > --max-drop "
-        f"{max_drop} (the closest result was saved)\n"
+        f"onnxslim-kd: budget not met{tried}: {failed} (the closest result was saved)\n"
     )
     return BUDGET_MISSED
 

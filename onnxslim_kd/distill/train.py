@@ -26,6 +26,7 @@ from onnxslim_kd.distill.losses import Objective, Signals
 from onnxslim_kd.distill.options import DistillOptions
 from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.progress import progress
+from onnxslim_kd.report.outputs import class_axis
 
 
 @dataclass
@@ -75,15 +76,20 @@ def evaluate(student: GraphModule, split: Split, batch: int) -> float:
     rank gets the same number and makes the same best-epoch and early-stop decisions.
     """
     world = World.current()
+    axis = class_axis(split.teacher_logits.ndim - 1) or 1  # per sample, time step or pixel
     reference = split.labels
     if reference is None:
-        reference = Ensemble.soft_targets(split.teacher_logits, 1.0).argmax(dim=1)
-    correct = 0
+        reference = torch.softmax(split.teacher_logits, dim=axis + 1).mean(dim=0).argmax(axis)
+    correct = 0.0
     with torch.no_grad():
         for index in world.shard(torch.arange(len(split))).split(batch):
             logits = student(*split.batch(index).values())[0]
-            correct += int((logits.argmax(dim=1).cpu() == reference[index].cpu()).sum())
-    return world.total(correct) / len(split)
+            hits = logits.argmax(dim=axis).cpu() == reference[index].cpu()
+            correct += float(hits.reshape(len(index), -1).float().mean(dim=1).sum())
+    metric = world.total(correct) / len(split)
+    if not 0.0 <= metric <= 1.0 + 1e-9:  # a fraction by construction: anything else is a bug
+        raise AssertionError(f"held-out metric {metric} outside [0, 1]")
+    return metric
 
 
 class _Run:

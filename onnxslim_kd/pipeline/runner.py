@@ -12,13 +12,17 @@ from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data import random_data, with_data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
-from onnxslim_kd.graph.validate import check, compare_models
+from onnxslim_kd.graph.validate import check, compare_models, run
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
 from onnxslim_kd.pipeline.registry import Pass, PassContext
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.comparison import Comparison, bench_feeds, compare_before_after
+from onnxslim_kd.report.outputs import output_roles
+
+#: Samples run to see the outputs' shapes when deciding which output the labels describe.
+LABEL_PROBE_SAMPLES = 4
 
 #: Samples each pass is verified on: enough to catch a broken rewrite, cheap to run.
 VERIFY_SAMPLES = 64
@@ -55,6 +59,7 @@ def compress(
     bench_runs: int = 50,
     bench_batch: int = 1,
     checkpoints: Checkpoints | None = None,
+    label_output: str | None = None,
 ) -> CompressResult:
     """Run `recipe` (default: DEFAULT_RECIPE) on `model`, verifying every pass.
 
@@ -63,6 +68,7 @@ def compress(
     `checkpoints`, finished stages are stored and reused by a rerun.
     """
     shapes = with_data_shapes(model, data, shapes)
+    data = labels_for_training(model, data, label_output)
     entries = recipe if recipe is not None else DEFAULT_RECIPE
     passes = build_passes(entries)
     verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)
@@ -83,12 +89,32 @@ def compress(
                 checkpoints.store(entries[: position + 1], current, record)
         records.append(record)
         stages.append((step.name, current))
-    comparison = compare_before_after(model, current, eval_data or data, shapes=shapes, runs=0)
+    comparison = compare_before_after(
+        model, current, eval_data or data, shapes=shapes, runs=0, label_output=label_output
+    )
     if bench_runs:
         feeds = bench_feeds(model, eval_data or data, shapes, bench_batch)
         timed = [(label, stage, feeds) for label, stage in stages]
         comparison.latency = bench(timed, threads=threads, runs=bench_runs)
     return CompressResult(current, records, comparison)
+
+
+def labels_for_training(
+    model: onnx.ModelProto, data: Dataset | None, label_output: str | None
+) -> Dataset | None:
+    """The data the passes see: its labels only when they belong to the first output.
+
+    Passes (distill's cross-entropy, quantize's accuracy) put labels on the first output;
+    when they describe another one (a detector's class head after its boxes) they are kept
+    for the final, per-output comparison only.
+    """
+    if data is None or data.labels is None:
+        return data
+    outputs = run(model, data.subset(LABEL_PROBE_SAMPLES))
+    roles = output_roles(model, outputs, data.labels, label_output)
+    if roles.label_output == next(iter(outputs)):
+        return data
+    return Dataset(data.inputs, None, data.source)
 
 
 def _run_pass(

@@ -28,7 +28,7 @@ from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.comparison import bench_feeds
-from onnxslim_kd.report.gate import accuracy_drop
+from onnxslim_kd.report.gate import DEFAULT_MIN_SQNR, accuracy_drop, within_budget
 
 #: MACs fractions kept by channel pruning, gentle to strong; 1.0 (no pruning, so no
 #: distillation either: decompose where faster and quantize) is the safe first trial.
@@ -162,13 +162,15 @@ def search(
     strengths: tuple[float, ...] = STRENGTHS,
     downsample: tuple[int, ...] = DOWNSAMPLE,
     max_trials: int = MAX_TRIALS,
+    label_output: str | None = None,
+    min_sqnr: float = DEFAULT_MIN_SQNR,
 ) -> SearchResult:
     """Time every structure untuned, then fine-tune the most promising ones; see the module
     docstring for the order. Returns the fastest trial within budget (else the closest)."""
     checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
     grid = _grid(strengths, downsample) if _can_distill() else [Structure(1.0)]
     run_options = {"eval_data": eval_data, "threads": threads, "bench_batch": bench_batch,
-                   "checkpoints": checkpoints}  # fmt: skip
+                   "checkpoints": checkpoints, "label_output": label_output}  # fmt: skip
     structures = _time_structures(model, data, grid, bench_runs, **run_options)
     tried: list[Candidate] = []
 
@@ -181,7 +183,8 @@ def search(
         drop = 0.0 if drop is None else drop
         base = result.comparison.accuracy_before or 1.0
         speedup = result.comparison.latency.latencies[-1].speedup
-        candidate = Candidate(structure, speedup, base - drop, drop, drop <= max_drop, result)
+        ok = within_budget(result.comparison, max_drop, min_sqnr)
+        candidate = Candidate(structure, speedup, base - drop, drop, ok, result)
         tried.append(candidate)
         return candidate
 

@@ -13,6 +13,7 @@ from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.stats import ModelStats, model_stats
 from onnxslim_kd.graph.validate import run_pair
 from onnxslim_kd.report.fidelity import OutputFidelity, accuracy, output_fidelity
+from onnxslim_kd.report.outputs import OutputRoles, output_roles
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Comparison:
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     samples: int = 0
+    roles: OutputRoles | None = None  # class-like / regression outputs, the labels' output
 
     def as_dict(self) -> dict:
         return {
@@ -36,6 +38,7 @@ class Comparison:
             "accuracy_before": self.accuracy_before,
             "accuracy_after": self.accuracy_after,
             "fidelity_samples": self.samples,
+            "outputs": self.roles.as_dict() if self.roles else None,
         }
 
     def rows(self) -> list[tuple[str, str, str, str]]:
@@ -58,9 +61,10 @@ class Comparison:
             )
         if self.accuracy_before is not None and self.accuracy_after is not None:
             change = round((self.accuracy_after - self.accuracy_before) * 100, 2) + 0.0
+            where = f", '{self.roles.label_output}'" if self.roles else ""
             rows.append(
                 (
-                    f"accuracy ({self.samples} samples)",
+                    f"accuracy ({self.samples} samples{where})",
                     f"{self.accuracy_before:.2%}",
                     f"{self.accuracy_after:.2%}",
                     f"{change:+.2f} points",
@@ -82,22 +86,28 @@ def compare_before_after(
     shapes: dict[str, list[int]] | None = None,
     threads: int | None = None,
     runs: int = 50,
+    label_output: str | None = None,
 ) -> Comparison:
-    """Stats of both models, interleaved latency (skipped when runs=0), fidelity on `data`."""
+    """Stats of both models, interleaved latency (skipped when runs=0), fidelity on `data`
+    of every output by its role (report.outputs), accuracy on the labels' output."""
     shapes = shapes or {}
     evaluation = data if data is not None else random_data(before, shapes)
     ref_out, cand_out = run_pair(before, after, evaluation)
+    roles = output_roles(before, ref_out, evaluation.labels, label_output)
     comparison = Comparison(
         before=model_stats(before, shapes),
         after=model_stats(after, shapes),
         latency=None,
-        fidelity={k: output_fidelity(ref_out[k], cand_out[k]) for k in ref_out},
+        fidelity={
+            k: output_fidelity(ref_out[k], cand_out[k], k in roles.class_like) for k in ref_out
+        },
         samples=len(evaluation),
+        roles=roles,
     )
-    if evaluation.labels is not None:
-        first = next(iter(ref_out))
-        comparison.accuracy_before = accuracy(ref_out[first], evaluation.labels)
-        comparison.accuracy_after = accuracy(cand_out[first], evaluation.labels)
+    if roles.label_output is not None:
+        labelled = roles.label_output
+        comparison.accuracy_before = accuracy(ref_out[labelled], evaluation.labels)
+        comparison.accuracy_after = accuracy(cand_out[labelled], evaluation.labels)
     if runs:
         feeds = bench_feeds(before, data, shapes)
         comparison.latency = bench(

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from onnxslim_kd.report.outputs import class_axis
+
 
 @dataclass
 class OutputFidelity:
@@ -21,8 +23,14 @@ class OutputFidelity:
         return asdict(self)
 
 
-def output_fidelity(reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
-    """Compare two arrays of the same shape; relative diff is against max |reference|."""
+def output_fidelity(
+    reference: np.ndarray, candidate: np.ndarray, class_like: bool | None = None
+) -> OutputFidelity:
+    """Compare two arrays of the same shape; relative diff is against max |reference|.
+
+    `class_like` (see report.outputs) adds arg-max agreement along the class axis; None
+    keeps the plain rule: only [N, C>1] outputs get it.
+    """
     ref = reference.astype(np.float64).ravel()
     cand = candidate.astype(np.float64).ravel()
     diff = np.abs(ref - cand)
@@ -31,20 +39,27 @@ def output_fidelity(reference: np.ndarray, candidate: np.ndarray) -> OutputFidel
     noise = float(np.sum((ref - cand) ** 2))
     signal = float(np.sum(ref**2))
     norms = float(np.linalg.norm(ref) * np.linalg.norm(cand))
+    if class_like is None:
+        class_like = reference.ndim == 2 and reference.shape[1] > 1
     return OutputFidelity(
         max_abs_diff=max_abs,
         max_rel_diff=max_abs / scale if scale else max_abs,
         cosine=float(ref @ cand / norms) if norms else float(max_abs == 0.0),
         sqnr_db=float(10 * np.log10(signal / noise)) if noise else float("inf"),
-        top1_agreement=top1_agreement(reference, candidate),
+        top1_agreement=top1_agreement(reference, candidate) if class_like else None,
     )
 
 
 def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
-    """Fraction of samples whose arg-max class matches; None unless shaped [N, C>1]."""
-    if reference.ndim != 2 or reference.shape[1] < 2:
+    """Fraction of positions whose arg-max class matches: per sample for [N, C], per time
+    step for [N, T, C], per pixel for [N, C, H, W]; None for other layouts."""
+    axis = class_axis(reference.ndim)
+    if axis is None or reference.shape[axis] < 2:
         return None
-    return float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    agreement = float(np.mean(reference.argmax(axis) == candidate.argmax(axis)))
+    if not 0.0 <= agreement <= 1.0:  # a fraction by construction: anything else is a bug
+        raise AssertionError(f"top-1 agreement {agreement} outside [0, 1]")
+    return agreement
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:

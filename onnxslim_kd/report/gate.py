@@ -31,16 +31,38 @@ class Limit:
         return asdict(self)
 
 
+#: SQNR floor (dB) of outputs that are not class scores (boxes, landmarks, embeddings),
+#: for the budget of compress and check: 20 dB is an RMS error of 10% of the signal.
+DEFAULT_MIN_SQNR = 20.0
+
+
 def accuracy_drop(comparison: Comparison) -> tuple[float | None, str]:
-    """Accuracy drop with labels, else 1 - top-1 agreement with the baseline."""
+    """The worst class output's drop: accuracy on the labels' output, 1 - top-1
+    agreement with the baseline on every other class-like output."""
+    drops: list[tuple[float, str]] = []
+    labelled = comparison.roles.label_output if comparison.roles else None
     if comparison.accuracy_before is not None and comparison.accuracy_after is not None:
-        return comparison.accuracy_before - comparison.accuracy_after, "accuracy drop"
-    agreements = [
-        f.top1_agreement for f in comparison.fidelity.values() if f.top1_agreement is not None
-    ]
-    if not agreements:
+        drops.append((comparison.accuracy_before - comparison.accuracy_after, "accuracy drop"))
+    for name, fid in comparison.fidelity.items():
+        if fid.top1_agreement is not None and name != labelled:
+            drops.append((1.0 - fid.top1_agreement, f"1 - top-1 agreement of '{name}'"))
+    if not drops:
         return None, "no classification output to measure a drop on"
-    return 1.0 - min(agreements), "1 - top-1 agreement"
+    return max(drops, key=lambda pair: pair[0])
+
+
+def weak_outputs(comparison: Comparison, min_sqnr: float) -> list[tuple[str, float]]:
+    """Regression outputs (not class scores) whose SQNR is under the floor, worst first."""
+    regression = comparison.roles.regression if comparison.roles else []
+    weak = [(n, comparison.fidelity[n].sqnr_db) for n in regression
+            if comparison.fidelity[n].sqnr_db < min_sqnr]  # fmt: skip
+    return sorted(weak, key=lambda pair: pair[1])
+
+
+def within_budget(comparison: Comparison, max_drop: float, min_sqnr: float) -> bool:
+    """Every class output within --max-drop and every other output above the SQNR floor."""
+    drop, _ = accuracy_drop(comparison)
+    return (drop is None or drop <= max_drop + 1e-12) and not weak_outputs(comparison, min_sqnr)
 
 
 def evaluate_limits(
