@@ -70,3 +70,49 @@ def face_like(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     onnx.checker.check_model(out)
     return out
+
+
+def voice_activity(opset: int = 17) -> onnx.ModelProto:
+    """A voice-activity-like net: audio [batch, 64], a recurrent state [2, batch, 16] (batch
+    on axis 1) and a scalar sample rate; outputs the speech probability [batch, 1] and the
+    next state [2, batch, 16]."""
+    rng = np.random.default_rng(5)
+    weights = {
+        "w_in": rng.standard_normal((64, 16)) * 0.2, "w_rec": rng.standard_normal((16, 16)) * 0.2,
+        "w_out": rng.standard_normal((16, 1)) * 0.5, "rate_ref": np.array(16000.0),
+        "zero": np.array([0], np.int64), "one": np.array([1], np.int64),
+    }  # fmt: skip
+    initializers = [
+        numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k)
+        for k, v in weights.items()
+    ]
+    node = helper.make_node
+    nodes = [
+        node("Gather", ["state", "zero"], ["s0_"], axis=0),
+        node("Squeeze", ["s0_", "zero"], ["s0"]),
+        node("MatMul", ["audio", "w_in"], ["a"]),
+        node("MatMul", ["s0", "w_rec"], ["r"]),
+        node("Add", ["a", "r"], ["pre"]),
+        node("Cast", ["sr"], ["rate"], to=TensorProto.FLOAT),
+        node("Div", ["rate", "rate_ref"], ["gain"]),
+        node("Mul", ["pre", "gain"], ["scaled"]),
+        node("Tanh", ["scaled"], ["h"]),
+        node("MatMul", ["h", "w_out"], ["logit"]),
+        node("Sigmoid", ["logit"], ["speech"]),
+        node("Unsqueeze", ["h", "zero"], ["h0"]),
+        node("Gather", ["state", "one"], ["s1"], axis=0),
+        node("Concat", ["h0", "s1"], ["next_state"], axis=0),
+    ]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, "vad",
+        [value("audio", TensorProto.FLOAT, ["batch", 64]),
+         value("state", TensorProto.FLOAT, [2, "batch", 16]),
+         value("sr", TensorProto.INT64, [])],
+        [value("speech", TensorProto.FLOAT, ["batch", 1]),
+         value("next_state", TensorProto.FLOAT, [2, "batch", 16])],
+        initializers,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model

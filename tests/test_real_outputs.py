@@ -42,10 +42,15 @@ def test_labels_belong_to_the_output_with_their_class_count(face, faces):
 def test_ambiguous_labels_are_ignored_with_a_warning_naming_the_outputs(face, faces):
     ten_classes = np.arange(32) % 10  # only landmarks is [N, 10]: unambiguous
     assert output_roles(face, run(face, faces), ten_classes).label_output == "landmarks"
-    three = np.arange(32) % 3  # no [N,3] output
+    three = np.arange(32) % 3  # box [N,4] and landmarks [N,10] fit, neither has 3 classes
     roles = output_roles(face, run(face, faces), three)
     assert roles.label_output is None
-    assert "labels ignored: outputs with 3 classes: none" in roles.warnings[0]
+    assert "labels (3 classes) ignored: they could describe 'box', 'landmarks'" in roles.warnings[0]
+    assert (
+        output_roles(face, run(face, faces), np.arange(32) % 12)
+        .warnings[0]
+        .startswith("labels (12 classes) ignored: they could describe no output")
+    )
     assert output_roles(face, run(face, faces), faces.labels, "box").label_output == "box"
     with pytest.raises(InputError, match="--label-output 'boxes' is not an output"):
         output_roles(face, run(face, faces), faces.labels, "boxes")
@@ -84,3 +89,28 @@ def test_compare_reports_accuracy_only_on_the_labelled_output(cli, tmp_path, fac
     outputs = json.loads(result.stdout)["outputs"]
     assert outputs["face"]["accuracy_reference"] is not None
     assert "accuracy_reference" not in outputs["box"] and outputs["box"]["top1_agreement"] is None
+
+
+def test_distill_teaches_every_output_with_a_loss_that_fits_it(face):
+    """A student with scaled-down heads: after distillation every output follows the
+    teacher, the box and landmark regressions included (not only the class output)."""
+    pytest.importorskip("torch")
+    from onnxslim_kd.distill.api import distill
+    from onnxslim_kd.distill.options import DistillOptions
+    from onnxslim_kd.graph.validate import compare_models
+
+    student = clone(face)
+    for tensor in student.graph.initializer:
+        if tensor.name in ("box.w", "landmarks.w", "face_logits.w", "conv.w"):
+            tensor.raw_data = (np.frombuffer(tensor.raw_data, np.float32) * 0.3).tobytes()
+    rng = np.random.default_rng(0)
+    data = Dataset({"input": rng.standard_normal((256, 3, 8, 8)).astype(np.float32)})
+    before = compare_models(face, student, data)
+    options = DistillOptions(epochs=15, lr=1e-2, batch=32)
+    trained, summary = distill(student, [face], data, options=options)
+    after = compare_models(face, trained, data)
+    assert summary["loss_weights"] == {"kd": 1.0, "outputs": 1.0}
+    assert summary["outputs"]["trained_first"] == 2  # 'face', the class output, for kd
+    for name in ("box", "landmarks", "face"):
+        assert after[name].sqnr_db > before[name].sqnr_db + 10, (name, before, after)
+    assert [o.name for o in trained.graph.output] == ["box", "landmarks", "face"]

@@ -12,6 +12,7 @@ import onnx
 
 from cli.commands.values import POSITIVE
 from onnxslim_kd.data import Dataset, Preprocess, load_data, with_data_shapes
+from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import parse_shapes
 from onnxslim_kd.graph.load import file_uses_external_data
 from onnxslim_kd.graph.save import save, write_text_atomic
@@ -58,6 +59,13 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = False) ->
         "--samples", type=POSITIVE, metavar="N", help="use a deterministic subset of N samples"
     )
     parser.add_argument(
+        "--batch-axis",
+        action="append",
+        metavar="NAME=AXIS",
+        help="an input's sample axis when the model does not show it, e.g. state=1, or "
+        "sr=none for an input fed whole with every batch (repeatable)",
+    )
+    parser.add_argument(
         "--preprocess",
         metavar="SPEC",
         help="image folder preprocessing, e.g. "
@@ -94,8 +102,25 @@ def data_from(
     if source is None:
         return None
     return load_data(
-        source, model, samples=args.samples, preprocess=Preprocess.parse(args.preprocess)
+        source,
+        model,
+        samples=args.samples,
+        preprocess=Preprocess.parse(args.preprocess),
+        axes=parse_batch_axes(getattr(args, "batch_axis", None)),
     )
+
+
+def parse_batch_axes(items: list[str] | None) -> dict[str, int | None]:
+    """`--batch-axis state=1` / `sr=none` as {name: axis or None}."""
+    axes: dict[str, int | None] = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if not name or not (value.isdigit() or value.lower() == "none"):
+            raise InputError(
+                f"--batch-axis {item!r}: expected NAME=AXIS or NAME=none, e.g. state=1"
+            )
+        axes[name] = None if value.lower() == "none" else int(value)
+    return axes
 
 
 def emit_json(target: str | None, record: dict[str, Any]) -> None:

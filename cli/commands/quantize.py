@@ -11,6 +11,7 @@ from cli.commands.common import (
     add_json_option,
     data_from,
     emit_json,
+    parse_batch_axes,
     save_output,
     say,
 )
@@ -123,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
     data = data_from(args, model, args.data)
     eval_data = None
     if args.eval_data:  # all of it: --samples sizes the calibration subset only
-        eval_data = load_data(args.eval_data, model, preprocess=Preprocess.parse(args.preprocess))
+        eval_data = load_data(
+            args.eval_data,
+            model,
+            preprocess=Preprocess.parse(args.preprocess),
+            axes=parse_batch_axes(args.batch_axis),
+        )
     quantized, summary = quantize_model(model, data, options, eval_data=eval_data)
     save_output(quantized, args.output, args.model)
     emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})

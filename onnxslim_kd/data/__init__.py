@@ -13,7 +13,7 @@ from onnxslim_kd.data.images import Preprocess, load_image_folder
 from onnxslim_kd.data.npz import load_npz
 from onnxslim_kd.data.validate import validate_dataset
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.io import model_inputs, resolve_shapes
+from onnxslim_kd.graph.io import batch_axes, model_inputs, resolve_shapes
 
 __all__ = ["Dataset", "Preprocess", "data_shapes", "load_data", "random_data", "with_data_shapes"]
 
@@ -24,8 +24,12 @@ def load_data(
     *,
     samples: int | None = None,
     preprocess: Preprocess | None = None,
+    axes: dict[str, int | None] | None = None,
 ) -> Dataset:
-    """Load `source` for `model`, validate it, and take a deterministic subset."""
+    """Load `source` for `model`, validate it, and take a deterministic subset.
+
+    Each input's sample axis comes from the model (see graph.io.batch_axes) or `axes`.
+    """
     path = Path(source)
     inputs = model_inputs(model)
     if samples is not None and samples <= 0:
@@ -40,6 +44,7 @@ def load_data(
         data = load_npz(path, inputs)
     else:
         raise InputError(f"{path}: unsupported data format (use .npz or a folder of images)")
+    data.axes = batch_axes(model, axes)
     validate_dataset(data, inputs)
     return data.subset(samples)
 
@@ -63,7 +68,7 @@ def random_data(
             inputs[spec.name] = rng.integers(0, 2, shape).astype(bool)
         else:
             inputs[spec.name] = rng.integers(0, 8, shape).astype(spec.dtype)
-    return Dataset(inputs, None, "random")
+    return Dataset(inputs, None, "random", batch_axes(model))
 
 
 def data_shapes(model: onnx.ModelProto, data: Dataset | None) -> dict[str, list[int]]:
@@ -79,8 +84,11 @@ def data_shapes(model: onnx.ModelProto, data: Dataset | None) -> dict[str, list[
         array = data.inputs.get(spec.name)
         if spec.is_static or array is None or array.ndim != len(spec.dims):
             continue
-        batch = spec.dims[0] if isinstance(spec.dims[0], int) else 1
-        shapes[spec.name] = [batch, *array.shape[1:]] if spec.dims else []
+        axis = data.axis(spec.name)
+        shape = list(array.shape)
+        if axis is not None:
+            shape[axis] = spec.dims[axis] if isinstance(spec.dims[axis], int) else 1
+        shapes[spec.name] = shape
     return shapes
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,30 +13,52 @@ SUBSET_SEED = 0
 
 @dataclass
 class Dataset:
-    """Arrays named after graph inputs, sample axis first; `labels` are integer class ids."""
+    """Arrays named after graph inputs; `labels` are integer class ids, one per sample.
+
+    Samples lie on axis 0 unless `axes` says otherwise: a recurrent state [layers, N, H]
+    has them on axis 1, and an input mapped to None (a scalar sample rate) is not per
+    sample at all and goes unchanged with every batch. `take` is the one slicing primitive.
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     source: str = "<memory>"
+    axes: dict[str, int | None] = field(default_factory=dict)
+
+    def axis(self, name: str) -> int | None:
+        return self.axes.get(name, 0)
 
     def __len__(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        batched = [(n, a) for n, a in self.inputs.items() if self.axis(n) is not None]
+        if not batched:
+            return 0
+        name, array = batched[0]
+        return array.shape[self.axis(name)] if array.ndim else 0
+
+    def take(self, index: np.ndarray) -> Dataset:
+        """The samples at `index` (in that order), each input sliced on its own axis."""
+        inputs = {
+            name: array if self.axis(name) is None else np.take(array, index, self.axis(name))
+            for name, array in self.inputs.items()
+        }
+        labels = None if self.labels is None else self.labels[index]
+        return Dataset(inputs, labels, self.source, self.axes)
+
+    def without_labels(self) -> Dataset:
+        return Dataset(self.inputs, None, self.source, self.axes)
 
     def subset(self, count: int | None) -> Dataset:
         """A deterministic, order-preserving random subset of `count` samples."""
         if count is None or count >= len(self):
             return self
         rng = np.random.default_rng(SUBSET_SEED)
-        keep = np.sort(rng.choice(len(self), size=count, replace=False))
-        labels = None if self.labels is None else self.labels[keep]
-        return Dataset({k: v[keep] for k, v in self.inputs.items()}, labels, self.source)
+        return self.take(np.sort(rng.choice(len(self), size=count, replace=False)))
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds for onnxruntime, `batch_size` samples at a time (the last may be smaller)."""
         for start in range(0, len(self), batch_size):
-            yield {k: v[start : start + batch_size] for k, v in self.inputs.items()}
+            yield self.take(np.arange(start, min(start + batch_size, len(self)))).inputs
 
     def first(self, count: int) -> dict[str, np.ndarray]:
         """Feeds holding the first `count` samples, repeated when the set is smaller."""
-        index = np.arange(count) % len(self)
-        return {k: v[index] for k, v in self.inputs.items()}
+        return self.take(np.arange(count) % len(self)).inputs

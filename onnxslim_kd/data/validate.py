@@ -12,26 +12,39 @@ from onnxslim_kd.graph.io import TensorSpec
 def validate_dataset(data: Dataset, inputs: list[TensorSpec]) -> None:
     """Raise InputError naming the input, what was expected and what was found."""
     where = data.source
-    counts = {name: len(array) if array.ndim else 0 for name, array in data.inputs.items()}
+    for spec in inputs:  # rank first: a sample axis only exists in an array of the right rank
+        _check_rank(where, spec, data.inputs[spec.name], data.axis(spec.name))
+    counts = {
+        name: array.shape[data.axis(name)]
+        for name, array in data.inputs.items()
+        if data.axis(name) is not None
+    }
     if not counts or min(counts.values()) == 0:
         raise InputError(f"{where}: the data set is empty")
     if len(set(counts.values())) > 1:
         raise InputError(f"{where}: inputs have different sample counts {counts}")
     for spec in inputs:
-        _check_input(where, spec, data.inputs[spec.name])
+        _check_input(where, spec, data.inputs[spec.name], data.axis(spec.name))
     if data.labels is not None:
         _check_labels(where, data.labels, len(data))
 
 
-def _check_input(where: str, spec: TensorSpec, array: np.ndarray) -> None:
+def _check_rank(where: str, spec: TensorSpec, array: np.ndarray, batch_axis: int | None) -> None:
+    if array.ndim != len(spec.dims):
+        samples = "not per sample" if batch_axis is None else f"samples on axis {batch_axis}"
+        raise InputError(
+            f"{where}: input '{spec.name}' has rank {array.ndim}, expected {spec.dtype} "
+            f"{spec.dims_text()} (rank {len(spec.dims)}, {samples}); "
+            f"found {array.dtype} {list(array.shape)}"
+        )
+
+
+def _check_input(where: str, spec: TensorSpec, array: np.ndarray, batch_axis: int | None) -> None:
     found = f"found {array.dtype} {list(array.shape)}"
     expected = f"expected {spec.dtype} {spec.dims_text()}"
-    if array.ndim != len(spec.dims):
-        raise InputError(
-            f"{where}: input '{spec.name}' has rank {array.ndim}, {expected} "
-            f"(rank {len(spec.dims)}, samples on axis 0); {found}"
-        )
-    for axis, dim in enumerate(spec.dims[1:], start=1):
+    for axis, dim in enumerate(spec.dims):
+        if axis == batch_axis:
+            continue
         if isinstance(dim, int) and array.shape[axis] != dim:
             raise InputError(
                 f"{where}: input '{spec.name}' axis {axis} is {array.shape[axis]}, "

@@ -24,10 +24,14 @@ from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.batch import free_batch
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.validate import run
+from onnxslim_kd.graph.walk import clone
 from onnxslim_kd.report.fidelity import output_fidelity
+from onnxslim_kd.report.outputs import OutputRoles, output_roles
 
 #: Samples on which the written-back model is checked against the torch student.
 WRITEBACK_CHECK_SAMPLES = 32
+#: Samples the teacher runs on to see which outputs are class scores.
+ROLE_PROBE_SAMPLES = 4
 
 
 def distill(
@@ -51,16 +55,25 @@ def distill(
     trainable, batching = _trainable(student, data)
     if batching["trained_at"] is not None:
         options = replace(options, batch=batching["trained_at"])
-    module = GraphModule(trainable).to(options.device)
-    ensemble = Ensemble([free_batch(t, data_shapes(t, data)) or t for t in teachers], options.batch)
-    train = Split.of(data, ensemble, options.device)
+    primary, roles = _primary_output(teachers[0], data)
+    if roles.label_output is None:  # labels that describe no output, or several: not used
+        data = data.without_labels()
+        val = None if val is None else val.without_labels()
+    module = GraphModule(_first(trainable, primary)).to(options.device)
+    ensemble = Ensemble(
+        [_first(free_batch(t, data_shapes(t, data)) or t, primary) for t in teachers],
+        options.batch,
+    )
+    class_first = primary is not None
+    train = Split.of(data, ensemble, options.device, class_first)
     _check_output_shapes(module, train)
-    weights = options.loss_weights(labelled=data.labels is not None)
+    weights = _weights(options, data, class_first, several=len(ensemble.output_names) > 1)
     plan = _plan(module, ensemble, train, weights, options)
     objective = Objective(weights, plan.channels).to(options.device)
-    val_split = None if val is None else Split.of(val, ensemble, options.device)
+    val_split = None if val is None else Split.of(val, ensemble, options.device, class_first)
     summary: dict = {
         "batching": batching,
+        "outputs": roles.as_dict() | {"trained_first": primary},
         "loss_weights": weights,
         "teachers": len(teachers),
         "trainable_tensors": len(module.weight_names),
@@ -71,7 +84,7 @@ def distill(
         else None,
     }
     if val_split is not None:
-        summary["metric"] = "accuracy" if val_split.labels is not None else "teacher_agreement"
+        summary["metric"] = _metric_name(val_split)
         summary["val_samples"] = len(val_split)
         summary["val_before"] = evaluate(module, val_split, options.batch)
     report = fit(module, objective, ensemble, plan, train, val_split, options, checkpoint)
@@ -84,6 +97,45 @@ def distill(
             summary["val_teacher"] = float((teacher_top1 == val_split.labels).float().mean())
     summary["training"] = report.as_dict()
     return model, summary
+
+
+def _primary_output(teacher: onnx.ModelProto, data: Dataset) -> tuple[int | None, OutputRoles]:
+    """Position of the output the logit losses (kd, ce, dml) read: the labels' output, else
+    the first class-like one; None when no output is class scores (regression only)."""
+    outputs = run(teacher, data.subset(ROLE_PROBE_SAMPLES))
+    roles = output_roles(teacher, outputs, data.labels)
+    name = roles.label_output or next(iter(roles.class_like), None)
+    return (None if name is None else list(outputs).index(name)), roles
+
+
+def _first(model: onnx.ModelProto, position: int | None) -> onnx.ModelProto:
+    """A copy whose output at `position` comes first (the graph the trainer reads)."""
+    if not position:
+        return model
+    out = clone(model)
+    order = list(out.graph.output)
+    order.insert(0, order.pop(position))
+    del out.graph.output[:]
+    out.graph.output.extend(order)
+    return out
+
+
+def _weights(options: DistillOptions, data: Dataset, class_first: bool, several: bool) -> dict:
+    """The loss terms: the user's, plus `outputs` for every output beyond the first; with
+    no class output, the logit terms give way to `outputs` on every output."""
+    weights = options.loss_weights(labelled=data.labels is not None)
+    if not class_first:
+        weights = {k: w for k, w in weights.items() if TERMS[k].needs != "logits"}
+        weights["outputs"] = 1.0
+    elif several:
+        weights.setdefault("outputs", 1.0)
+    return weights
+
+
+def _metric_name(split: Split) -> str:
+    if split.labels is not None:
+        return "accuracy"
+    return "teacher_agreement" if split.class_first else "output_fidelity"
 
 
 def _trainable(student: onnx.ModelProto, data: Dataset) -> tuple[onnx.ModelProto, dict]:
@@ -107,8 +159,7 @@ def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset
         raise InputError(f"{data.source}: too few samples ({len(data)}) to hold out {fraction:g}")
     parts = []
     for index in (np.sort(order[count:]), np.sort(order[:count])):
-        labels = None if data.labels is None else data.labels[index]
-        parts.append(Dataset({k: v[index] for k, v in data.inputs.items()}, labels, data.source))
+        parts.append(data.take(index))
     return parts[0], parts[1]
 
 

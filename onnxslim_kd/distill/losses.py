@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.report.outputs import class_axis
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Signals:
     teacher_maps: list[Tensor] = field(default_factory=list)
     student_embedding: Tensor | None = None
     teacher_embedding: Tensor | None = None
+    student_others: dict[str, Tensor] = field(default_factory=dict)  # every other output
+    teacher_others: dict[str, Tensor] = field(default_factory=dict)  # (teachers averaged)
+    probabilities: frozenset[str] = frozenset()  # the others that are Softmax outputs
 
 
 class DistillLoss(nn.Module, ABC):
@@ -63,6 +67,29 @@ class LogitKD(DistillLoss):
         log_student = F.log_softmax(signals.student_logits / t, dim=1)
         kl = F.kl_div(log_student, signals.teacher_probs, reduction="none").sum(dim=1)
         return kl.mean() * t * t
+
+
+class OtherOutputs(DistillLoss):
+    """Every graph output besides the first follows the teacher's, with a loss that fits it:
+    KL on probability outputs (a Softmax in the graph), and on the rest (boxes, landmarks,
+    embeddings) the squared error relative to the teacher output's variance, so outputs on
+    different scales (pixels against probabilities) weigh the same. Averaged over outputs."""
+
+    name = "outputs"
+
+    def forward(self, signals: Signals) -> Tensor:
+        terms = []
+        for name, teacher in signals.teacher_others.items():
+            student = signals.student_others[name]
+            if name in signals.probabilities:
+                axis = class_axis(teacher.ndim) or 1
+                log_ratio = torch.log(teacher.clamp_min(1e-8)) - torch.log(student.clamp_min(1e-8))
+                terms.append((teacher * log_ratio).sum(dim=axis).mean())
+            else:
+                terms.append(F.mse_loss(student, teacher) / (teacher.var() + 1e-8))
+        if not terms:
+            return signals.student_logits.sum() * 0.0
+        return torch.stack(terms).mean()
 
 
 class MutualKL(DistillLoss):
@@ -231,6 +258,7 @@ TERMS: dict[str, type[DistillLoss]] = {
     for cls in (
         CrossEntropy,
         LogitKD,
+        OtherOutputs,
         MutualKL,
         Hint,
         Attention,

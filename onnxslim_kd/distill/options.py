@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from onnxslim_kd.errors import InputError
 
 #: The loss terms; every strategy but `ce` and `kd` adds to logit KD, as in the CRD tables.
-LOSS_NAMES = ("ce", "kd", "dml", "hint", "at", "rkd", "sp", "fsp", "fspx")
+LOSS_NAMES = ("ce", "kd", "dml", "hint", "at", "rkd", "sp", "fsp", "fspx", "outputs")
 #: Weights of the terms added to KD when named alone: the CRD benchmark's betas (fsp and its
 #: cross-layer variant fspx: its FSP beta, 50); dml: 1, the mutual-learning paper's weight.
 FEATURE_WEIGHTS = {

@@ -15,7 +15,7 @@ from torch import Tensor
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.distill.executor import GraphModule
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.io import fixed_batch, model_outputs
+from onnxslim_kd.graph.io import batch_axes, fixed_batch, model_outputs
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.validate import run
 
@@ -31,18 +31,23 @@ class Ensemble:
         self._torch: GraphModule | None = None
         self._sessions: list | None = None
 
-    def logits(self, data: Dataset) -> Tensor:
-        """First output of each teacher on `data`: [teachers, samples, ...]."""
-        outputs = []
-        for model in self.models:
-            first = model_outputs(model)[0].name
-            outputs.append(run(model, data, self.batch_size)[first])
-        shapes = {o.shape for o in outputs}
-        if len(shapes) > 1:
-            raise InputError(f"distill: teachers disagree on the output shape: {sorted(shapes)}")
-        return torch.from_numpy(np.stack(outputs)).float()
+    def outputs(self, data: Dataset) -> dict[str, Tensor]:
+        """Every output of each teacher on `data`, by name in graph order (the first is the
+        one the logit losses read): [teachers, samples, ...] each."""
+        runs = [list(run(model, data, self.batch_size).values()) for model in self.models]
+        return self._by_name(runs)
 
-    def batch_logits(self, feeds: dict[str, Tensor]) -> Tensor:
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in model_outputs(self.models[0])]
+
+    @property
+    def probability_outputs(self) -> frozenset[str]:
+        """Outputs the first teacher computes with a Softmax (distributions, not scores)."""
+        made_by = {o: n.op_type for n in self.models[0].graph.node for o in n.output}
+        return frozenset(n for n in self.output_names if made_by.get(n) == "Softmax")
+
+    def batch_outputs(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         """Teacher outputs on one (augmented) batch, run in onnxruntime: [teachers, batch, ...]."""
         if self._sessions is None:  # as many threads as torch: torchrun ranks share the cores
             threads = torch.get_num_threads()
@@ -50,11 +55,25 @@ class Ensemble:
                 make_session(model, threads=threads, spinning=False) for model in self.models
             ]
         arrays = {name: value.detach().cpu().numpy() for name, value in feeds.items()}
-        outputs = [
+        runs = [
             _run_in_chunks(session, arrays, fixed_batch(model))
             for session, model in zip(self._sessions, self.models, strict=True)
         ]
-        return torch.from_numpy(np.stack(outputs)).float()
+        return self._by_name(runs)
+
+    def _by_name(self, runs: list[list[np.ndarray]]) -> dict[str, Tensor]:
+        """Outputs per name as [teachers, samples, ...]: each output's own sample axis (a
+        state's axis 1) moved first; outputs not per sample are left out."""
+        axes = self.output_axes
+        return {
+            name: _stacked([r[i] for r in runs]).movedim(axes[name] + 1, 1)
+            for i, name in enumerate(self.output_names)
+            if axes[name] is not None
+        }
+
+    @property
+    def output_axes(self) -> dict[str, int | None]:
+        return batch_axes(self.models[0], outputs=True)
 
     @staticmethod
     def soft_targets(logits: Tensor, temperature: float) -> Tensor:
@@ -69,13 +88,21 @@ class Ensemble:
         return self._torch
 
 
-def _run_in_chunks(session, arrays: dict[str, np.ndarray], batch: int | None) -> np.ndarray:
-    """First output of a session, fed `batch` samples at a time when the model fixes it."""
+def _stacked(outputs: list[np.ndarray]) -> Tensor:
+    """One output of every teacher as [teachers, samples, ...]; teachers must agree on it."""
+    shapes = {o.shape for o in outputs}
+    if len(shapes) > 1:
+        raise InputError(f"distill: teachers disagree on the output shape: {sorted(shapes)}")
+    return torch.from_numpy(np.stack(outputs)).float()
+
+
+def _run_in_chunks(session, arrays: dict[str, np.ndarray], batch: int | None) -> list[np.ndarray]:
+    """All outputs of a session, fed `batch` samples at a time when the model fixes it."""
     count = len(next(iter(arrays.values())))
     if batch is None or batch == count:
-        return session.run(None, arrays)[0]
+        return session.run(None, arrays)
     parts = [
-        session.run(None, {k: v[start : start + batch] for k, v in arrays.items()})[0]
+        session.run(None, {k: v[start : start + batch] for k, v in arrays.items()})
         for start in range(0, count, batch)
     ]
-    return np.concatenate(parts)
+    return [np.concatenate(chunk) for chunk in zip(*parts, strict=True)]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from onnxslim_kd.data.dataset import Dataset
@@ -31,25 +32,46 @@ from onnxslim_kd.report.outputs import class_axis
 
 @dataclass
 class Split:
-    """A dataset as torch tensors with its cached teacher logits."""
+    """A dataset as torch tensors with its cached teacher outputs: the first (read by the
+    logit losses) and the others (read by the `outputs` loss), [teachers, samples, ...]."""
 
     inputs: dict[str, Tensor]
     labels: Tensor | None
     teacher_logits: Tensor
+    teacher_others: dict[str, Tensor] = field(default_factory=dict)
+    class_first: bool = True  # False: no output is class scores, judge outputs by error
+    axes: dict[str, int | None] = field(default_factory=dict)  # inputs' sample axes
+    output_axes: dict[str, int | None] = field(default_factory=dict)  # by teacher output
 
     @classmethod
-    def of(cls, data: Dataset, teachers: Ensemble, device: str) -> Split:
+    def of(cls, data: Dataset, teachers: Ensemble, device: str, class_first: bool = True) -> Split:
+        """With `class_first` False the first output is a regression output too: it joins
+        the others (and no logit loss may read it)."""
         labels = None
         if data.labels is not None:
             labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
         inputs = {k: v.to(device) for k, v in to_torch(data.inputs).items()}
-        return cls(inputs, labels, teachers.logits(data).to(device))
+        outputs = {name: value.to(device) for name, value in teachers.outputs(data).items()}
+        first = next(iter(outputs))
+        others = {n: v for n, v in outputs.items() if n != first or not class_first}
+        return cls(
+            inputs, labels, outputs[first], others, class_first, data.axes, teachers.output_axes
+        )
 
     def __len__(self) -> int:
         return self.teacher_logits.shape[1]
 
     def batch(self, index: Tensor) -> dict[str, Tensor]:
-        return {name: value[index] for name, value in self.inputs.items()}
+        """The samples at `index`, each input on its own sample axis (see Dataset.axes)."""
+        return {
+            name: value if self.axes.get(name, 0) is None
+            else value.index_select(self.axes.get(name, 0), index)
+            for name, value in self.inputs.items()
+        }  # fmt: skip
+
+    def samples_first(self, name: str, value: Tensor) -> Tensor:
+        """A student output with its sample axis first, like the cached teacher outputs."""
+        return value.movedim(self.output_axes.get(name) or 0, 0)
 
 
 @dataclass
@@ -76,6 +98,8 @@ def evaluate(student: GraphModule, split: Split, batch: int) -> float:
     rank gets the same number and makes the same best-epoch and early-stop decisions.
     """
     world = World.current()
+    if split.labels is None and not split.class_first:
+        return _output_fidelity(student, split, batch)
     axis = class_axis(split.teacher_logits.ndim - 1) or 1  # per sample, time step or pixel
     reference = split.labels
     if reference is None:
@@ -90,6 +114,25 @@ def evaluate(student: GraphModule, split: Split, batch: int) -> float:
     if not 0.0 <= metric <= 1.0 + 1e-9:  # a fraction by construction: anything else is a bug
         raise AssertionError(f"held-out metric {metric} outside [0, 1]")
     return metric
+
+
+def _output_fidelity(student: GraphModule, split: Split, batch: int) -> float:
+    """1 / (1 + the outputs' mean squared error relative to the teacher's variance): the
+    held-out metric (higher is better, in (0, 1]) of a model without class outputs."""
+    errors = []
+    with torch.no_grad():
+        for index in torch.arange(len(split)).split(batch):
+            values = student(*split.batch(index).values())
+            for name, teacher in split.teacher_others.items():
+                mine = split.samples_first(name, values[_position(split, name)])
+                target = teacher[:, index].mean(dim=0)
+                errors.append(float(F.mse_loss(mine, target) / (teacher.var() + 1e-8)))
+    return 1.0 / (1.0 + float(np.mean(errors)))
+
+
+def _position(split: Split, name: str) -> int:
+    """Index of a teacher output among the student's outputs (they pair by position)."""
+    return list(split.teacher_others).index(name) + int(split.class_first)
 
 
 class _Run:
@@ -230,12 +273,15 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
     """Forward the student (and the torch teacher for feature losses) on one batch."""
     feeds = train.batch(index)
     teacher_logits = train.teacher_logits[:, index]
+    teacher_others = {name: value[:, index] for name, value in train.teacher_others.items()}
     if options.augments:
         feeds = augment(feeds, options)
-        teacher_logits = teachers.batch_logits(feeds).to(teacher_logits.device)
+        fresh = teachers.batch_outputs(feeds)
+        teacher_logits = next(iter(fresh.values())).to(teacher_logits.device)
+        teacher_others = {name: fresh[name].to(teacher_logits.device) for name in teacher_others}
     maps = plan.maps if objective.needs("maps") else []
     embedding = [plan.embedding] if objective.needs("embedding") else []
-    s_values = student.run(feeds, [s for s, _ in maps + embedding])
+    s_values = student.run(feeds, [s for s, _ in maps + embedding])  # with every output
     t_values = {}
     if maps or embedding:
         with torch.no_grad():
@@ -245,6 +291,12 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
         teacher_probs=Ensemble.soft_targets(teacher_logits, options.temperature),
         temperature=options.temperature,
         labels=None if train.labels is None else train.labels[index],
+        student_others={  # by position: a teacher may name its outputs otherwise
+            name: train.samples_first(name, s_values[student.output_names[_position(train, name)]])
+            for name in teacher_others
+        },
+        probabilities=teachers.probability_outputs,
+        teacher_others={name: value.mean(dim=0) for name, value in teacher_others.items()},
         student_maps=[s_values[s] for s, _ in maps],
         teacher_maps=[t_values[t] for _, t in maps],
         student_embedding=s_values[embedding[0][0]] if embedding else None,

@@ -88,6 +88,7 @@ def resolve_shapes(
         names = ", ".join(spec.name for spec in inputs)
         raise InputError(f"--shape names unknown input {sorted(unknown)[0]!r} (inputs: {names})")
     resolved: dict[str, list[int]] = {}
+    symbol = batch_symbol(model)
     for spec in inputs:
         if spec.name in shapes:
             resolved[spec.name] = check_shape_fits(spec, shapes[spec.name])
@@ -96,7 +97,7 @@ def resolve_shapes(
         for axis, dim in enumerate(spec.dims):
             if isinstance(dim, int):
                 dims.append(dim)
-            elif axis == 0:
+            elif axis == 0 or dim == symbol:  # the batch, wherever it sits
                 dims.append(batch)
             else:
                 raise InputError(
@@ -124,8 +125,38 @@ def check_shape_fits(spec: TensorSpec, dims: list[int]) -> list[int]:
     return dims
 
 
+def batch_symbol(model: onnx.ModelProto) -> str | None:
+    """The symbolic dim the inputs share on axis 0 (most often), taken to be the batch."""
+    symbols = [s.dims[0] for s in model_inputs(model) if s.dims and isinstance(s.dims[0], str)]
+    return max(set(symbols), key=symbols.count) if symbols else None
+
+
+def batch_axes(
+    model: onnx.ModelProto, given: dict[str, int | None] | None = None, outputs: bool = False
+) -> dict[str, int | None]:
+    """Each input's (or output's) sample axis: where the batch symbol sits (a recurrent
+    state [layers, batch, hidden] has it on axis 1), None for a scalar (a sample rate fed
+    with every batch), else axis 0; `given` (--batch-axis NAME=AXIS) overrides."""
+    symbol = batch_symbol(model)
+    specs = model_outputs(model) if outputs else model_inputs(model)
+    axes: dict[str, int | None] = {}
+    for spec in specs:
+        if given and spec.name in given:
+            axes[spec.name] = given[spec.name]
+        elif not spec.dims:
+            axes[spec.name] = None
+        elif symbol in spec.dims:
+            axes[spec.name] = spec.dims.index(symbol)
+        else:
+            axes[spec.name] = 0
+    return axes
+
+
 def fixed_batch(model: onnx.ModelProto) -> int | None:
-    """The batch size a model's inputs pin on axis 0, or None when it is dynamic."""
+    """The batch size a model's inputs pin on axis 0, or None when it is dynamic (some
+    input carries a batch symbol, wherever it sits: [2, batch, 16] is dynamic)."""
+    if batch_symbol(model) is not None:
+        return None
     for spec in model_inputs(model):
         if spec.dims and isinstance(spec.dims[0], int):
             return spec.dims[0]

@@ -10,7 +10,7 @@ import onnx
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.io import batch_axes, fixed_batch
 from onnxslim_kd.graph.save import needs_external_data, save
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity
@@ -37,15 +37,20 @@ def check(model: onnx.ModelProto) -> None:
 
 
 def run(model: onnx.ModelProto, data: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """All outputs of `model` over `data`, concatenated along the sample axis."""
+    """All outputs of `model` over `data`, concatenated along each output's sample axis
+    (a recurrent state output [layers, N, hidden] on axis 1; one not per sample: its first)."""
     batch_size = fixed_batch(model) or batch_size
     session = make_session(model)
     names = [o.name for o in session.get_outputs()]
+    axes = batch_axes(model, outputs=True)
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for feeds in data.batches(batch_size):
         for name, value in zip(names, session.run(names, feeds), strict=True):
             chunks[name].append(value)
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+    return {
+        name: parts[0] if axes.get(name, 0) is None else np.concatenate(parts, axes.get(name, 0))
+        for name, parts in chunks.items()
+    }
 
 
 def run_pair(

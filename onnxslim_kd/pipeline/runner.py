@@ -114,7 +114,7 @@ def labels_for_training(
     roles = output_roles(model, outputs, data.labels, label_output)
     if roles.label_output == next(iter(outputs)):
         return data
-    return Dataset(data.inputs, None, data.source)
+    return data.without_labels()
 
 
 def _run_pass(

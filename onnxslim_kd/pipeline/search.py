@@ -170,14 +170,14 @@ def search(
     checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
     grid = _grid(strengths, downsample) if _can_distill() else [Structure(1.0)]
     run_options = {"eval_data": eval_data, "threads": threads, "bench_batch": bench_batch,
-                   "checkpoints": checkpoints, "label_output": label_output}  # fmt: skip
+                   "checkpoints": checkpoints}  # fmt: skip
     structures = _time_structures(model, data, grid, bench_runs, **run_options)
     tried: list[Candidate] = []
 
     def attempt(structure: Structure) -> Candidate:
         result = compress(
             model, structure.recipe(distill_epochs), data=data, bench_runs=bench_runs,
-            **run_options,
+            label_output=label_output, **run_options,
         )  # fmt: skip
         drop, _ = accuracy_drop(result.comparison)
         drop = 0.0 if drop is None else drop

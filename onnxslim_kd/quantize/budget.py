@@ -17,7 +17,7 @@ import onnx
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.progress import progress
-from onnxslim_kd.report.fidelity import accuracy, output_fidelity, top1_agreement
+from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 
 #: The ops whose FP32 fallback buys accuracy back; everything else follows their inputs.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -53,7 +53,7 @@ def score(
         value = accuracy(cand, labels)
         drop = ref_accuracy - value
         return Score("accuracy", ref_accuracy, value, drop, drop <= max_drop + 1e-9)
-    agreement = top1_agreement(ref, cand)
+    agreement = output_fidelity(ref, cand).top1_agreement  # [N, C] class scores only
     if agreement is not None:
         return Score("agreement", 1.0, agreement, 1.0 - agreement, 1.0 - agreement <= max_drop)
     sqnr = output_sqnr(reference, candidate)

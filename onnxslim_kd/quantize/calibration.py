@@ -46,8 +46,7 @@ class DatasetReader(CalibrationDataReader):
 
     def __init__(self, data: Dataset, start: int, stop: int, batch: int) -> None:
         self._feeds = (
-            {k: v[i : min(i + batch, stop)] for k, v in data.inputs.items()}
-            for i in range(start, stop, batch)
+            data.take(np.arange(i, min(i + batch, stop))).inputs for i in range(start, stop, batch)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -123,7 +122,9 @@ def calibrate(
 
 def _activation_bytes(model: onnx.ModelProto, data: Dataset) -> int:
     """Bytes of all float intermediate tensors for one sample (an upper bound)."""
-    shapes = static_shapes(model, {k: [1, *v.shape[1:]] for k, v in data.inputs.items()})
+    shapes = static_shapes(
+        model, {k: list(v.shape) for k, v in data.take(np.arange(1)).inputs.items()}
+    )
     weights = {t.name for t in model.graph.initializer}
     total = sum(math.prod(dims) for name, dims in shapes.items() if name not in weights)
     return 4 * total

@@ -45,7 +45,8 @@ def accuracy_drop(comparison: Comparison) -> tuple[float | None, str]:
         drops.append((comparison.accuracy_before - comparison.accuracy_after, "accuracy drop"))
     for name, fid in comparison.fidelity.items():
         if fid.top1_agreement is not None and name != labelled:
-            drops.append((1.0 - fid.top1_agreement, f"1 - top-1 agreement of '{name}'"))
+            which = f" of '{name}'" if len(comparison.fidelity) > 1 else ""
+            drops.append((1.0 - fid.top1_agreement, f"1 - top-1 agreement{which}"))
     if not drops:
         return None, "no classification output to measure a drop on"
     return max(drops, key=lambda pair: pair[0])

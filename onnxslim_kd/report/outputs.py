@@ -75,13 +75,17 @@ def output_roles(
 def _label_output(
     outputs: dict[str, np.ndarray], labels: np.ndarray, roles: OutputRoles
 ) -> str | None:
-    """The one [N, C] output whose C is the labels' class count, else None and a warning."""
+    """The one [N, C] output the labels fit (C above every label), preferring the one whose
+    C is the labels' class count; else None and a warning naming the candidates."""
     count = int(labels.max()) + 1 if len(labels) else 0
-    matches = [n for n, a in outputs.items() if a.ndim == 2 and a.shape[1] == count]
-    if len(matches) == 1:
-        return matches[0]
-    found = ", ".join(matches) if matches else "none"
+    fits = [n for n, a in outputs.items() if a.ndim == 2 and a.shape[1] >= max(count, 2)]
+    exact = [n for n in fits if outputs[n].shape[1] == count]
+    for matches in (fits, exact):
+        if len(matches) == 1:
+            return matches[0]
+    found = ", ".join(f"'{n}'" for n in fits) if fits else "no output"
     roles.warnings.append(
-        f"labels ignored: outputs with {count} classes: {found}; name one with --label-output"
+        f"labels ({count} classes) ignored: they could describe {found}; "
+        "name one with --label-output"
     )
     return None
