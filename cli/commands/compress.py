@@ -35,6 +35,8 @@ from onnxslim_kd.pipeline.search import (
     MAX_TRIALS,
     SearchResult,
     default_recipe,
+    fall_back_to_int8,
+    held_out,
     search,
 )
 from onnxslim_kd.report.comparison import bench_feeds
@@ -182,9 +184,11 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
     if searching and (args.recipe or not args.data):
         raise InputError("--target-speedup/--target-latency need --data and no --recipe")
     recipe = read_recipe(args.recipe) if args.recipe else None
-    data = data_from(args, model, args.data)
-    eval_data = data_from(args, model, args.eval_data)
+    data, eval_data, evaluation = held_out(
+        data_from(args, model, args.data), data_from(args, model, args.eval_data)
+    )
     found: SearchResult | None = None
+    note = None
     if searching:
         found = search(
             model, data, eval_data, target_speedup=_target(args, model, eval_data or data),
@@ -196,15 +200,21 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
         )  # fmt: skip
         result = found.chosen.result
     else:
+        default = recipe is None and data is not None
         if recipe is None:
             recipe = (
                 default_recipe(DEFAULT_KEEP_MACS, args.distill_epochs) if data else DEFAULT_RECIPE
             )
-        result = compress(
-            model, recipe, data=data, eval_data=eval_data, shapes=shapes_from(args),
-            threads=args.threads, bench_runs=args.bench_runs, bench_batch=args.bench_batch,
+        run_options = dict(
+            data=data, eval_data=eval_data, shapes=shapes_from(args), threads=args.threads,
+            bench_runs=args.bench_runs, bench_batch=args.bench_batch,
             checkpoints=Checkpoints(work_dir, model, data), label_output=args.label_output,
         )  # fmt: skip
+        result = compress(model, recipe, **run_options)
+        if default:
+            result, note = fall_back_to_int8(
+                model, result, args.max_drop, args.min_sqnr, **run_options
+            )
     save_output(result.model, output, args.model)
     record = {
         "input": str(args.model),
@@ -212,6 +222,8 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
         "environment": environment(args.threads),
         **result.as_dict(),
         "search": found.as_dict() if found else None,
+        "evaluated_on": evaluation,
+        "fallback": note,
     }
     if args.html:
         feeds = bench_feeds(model, eval_data or data, shapes_from(args), args.bench_batch)
@@ -222,7 +234,9 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
         write_text_atomic(args.html, render_html(record, result.comparison.rows()))
     report_path = report_path_for(output)
     write_text_atomic(report_path, json.dumps(record, indent=2, default=str) + "\n")
-    summary = render(result, found, output, report_path)
+    summary = render(result, found, output, report_path, evaluation)
+    if note:
+        sys.stderr.write(f"onnxslim-kd: {note}\n")
     if args.markdown:
         write_text_atomic(args.markdown, summary + "\n")
     emit_json(args.json, record)
@@ -271,7 +285,11 @@ def _budget_verdict(
 
 
 def render(
-    result: CompressResult, found: SearchResult | None, output: Path, report_path: Path
+    result: CompressResult,
+    found: SearchResult | None,
+    output: Path,
+    report_path: Path,
+    evaluation: str,
 ) -> str:
     """Passes, the search (if any), and the before/after table."""
     steps = [
@@ -290,5 +308,6 @@ def render(
         ]  # fmt: skip
         parts.append(markdown_table(["fine-tuned", "speed-up", "quality", "in budget", ""], rows))
     parts.append(markdown_table(["", "before", "after", "change"], result.comparison.rows()))
+    parts.append(f"fidelity measured on {evaluation}")
     parts.append(f"wrote {output} and {report_path}")
     return "\n\n".join(parts)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxslim_kd.errors import InputError
+
 #: Seed of the deterministic subset, so `--samples N` picks the same samples on every run.
 SUBSET_SEED = 0
 
@@ -53,6 +55,16 @@ class Dataset:
             return self
         rng = np.random.default_rng(SUBSET_SEED)
         return self.take(np.sort(rng.choice(len(self), size=count, replace=False)))
+
+    def hold_out(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """A seeded split into (the rest, `fraction` of the samples held out)."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        count = max(1, round(len(self) * fraction))
+        if count >= len(self):
+            raise InputError(
+                f"{self.source}: too few samples ({len(self)}) to hold out {fraction:g}"
+            )
+        return self.take(np.sort(order[count:])), self.take(np.sort(order[:count]))
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds for onnxruntime, `batch_size` samples at a time (the last may be smaller)."""

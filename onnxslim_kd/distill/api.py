@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -49,7 +48,7 @@ def distill(
     """
     options = options or DistillOptions()
     if val is None and options.val_fraction > 0:
-        data, val = holdout(data, options.val_fraction, options.seed)
+        data, val = data.hold_out(options.val_fraction, options.seed)
     checkpoint = _checkpoint(options, student, teachers, data, val)
     torch.manual_seed(options.seed)
     trainable, batching = _trainable(student, data)
@@ -149,18 +148,6 @@ def _trainable(student: onnx.ModelProto, data: Dataset) -> tuple[onnx.ModelProto
     if freed is None:
         return student, {"fixed_batch": batch, "freed": False, "trained_at": batch}
     return freed, {"fixed_batch": batch, "freed": True, "trained_at": None}
-
-
-def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """A seeded split of `data` into (train, held-out) with `fraction` of samples held out."""
-    order = np.random.default_rng(seed).permutation(len(data))
-    count = max(1, round(len(data) * fraction))
-    if count >= len(data):
-        raise InputError(f"{data.source}: too few samples ({len(data)}) to hold out {fraction:g}")
-    parts = []
-    for index in (np.sort(order[count:]), np.sort(order[:count])):
-        parts.append(data.take(index))
-    return parts[0], parts[1]
 
 
 def _checkpoint(options, student, teachers, data, val) -> TrainCheckpoint | None:

@@ -41,6 +41,44 @@ MAX_TRIALS = 3
 DECOMPOSE = {"name": "decompose", "energy": 0.95, "measure": True}
 
 
+#: The gentlest recipe: the fallback when the default one misses the budget.
+INT8_ONLY = [{"name": "quantize"}]
+#: Share of --data held out for every measured decision when no --eval-data is given.
+HOLD_OUT = 0.2
+#: Fewer samples than this and nothing is held out (the report says so).
+MIN_HOLD_OUT_SAMPLES = 10
+
+
+def held_out(data: Dataset | None, eval_data: Dataset | None) -> tuple:
+    """(training data, evaluation data, how it was chosen): with no --eval-data, 20% of
+    --data is held out, so no decision or figure rests on the samples trained on."""
+    if eval_data is not None or data is None:
+        return data, eval_data, "--eval-data" if eval_data is not None else "random inputs"
+    if len(data) < MIN_HOLD_OUT_SAMPLES:
+        return data, None, f"the {len(data)} --data samples themselves (too few to hold out)"
+    train, held = data.hold_out(HOLD_OUT)
+    return train, held, f"{len(held)} samples held out of --data ({HOLD_OUT:.0%})"
+
+
+def fall_back_to_int8(
+    model: onnx.ModelProto, result: CompressResult, max_drop: float, min_sqnr: float,
+    **run_options: Any,
+) -> tuple[CompressResult, str | None]:  # fmt: skip
+    """The default recipe's result, or INT8 alone when only that holds the budget (and a
+    note saying so); a result over budget either way stays (the caller exits 3)."""
+    if within_budget(result.comparison, max_drop, min_sqnr):
+        return result, None
+    fallback = compress(model, INT8_ONLY, **run_options)
+    if not within_budget(fallback.comparison, max_drop, min_sqnr):
+        return result, None
+    drop, how = accuracy_drop(result.comparison)
+    missed = f"{how} {drop:.4f}" if drop is not None else "an output under the SQNR floor"
+    return (
+        fallback,
+        f"the default recipe missed the budget ({missed}); kept INT8 alone, which holds it",
+    )
+
+
 def default_recipe(
     keep_macs: float | None, distill_epochs: int = 30, downsample: int = 1
 ) -> list[dict[str, Any]]:
