@@ -151,8 +151,8 @@ def main() -> None:
                     record["fidelity"] = fidelity(model, work / "out.onnx", held_out)
                     report = work / "out.onnx.report.json"
                     if label.startswith("compress") and report.exists():
-                        latency = json.loads(report.read_text())["latency"]
-                        record["speedup"] = latency["latencies"][-1]["speedup"] if latency else None
+                        stages = json.loads(report.read_text())["stages"]
+                        record["speedup"] = stages[-1]["speedup"] if stages else None
                 records.append(record)
                 rows.append((family, label, record["exit"], f"{record['seconds']:.0f} s",
                              _fmt(record.get("macs_ratio"), "x"), _fmt(record.get("speedup"), "x"),

@@ -61,7 +61,11 @@ EXAMPLES = """examples:
 
 without --recipe: with --data, prune (to half the MACs) -> decompose where measured
 faster -> distill (needs the [distill] extra) -> quantize; without data, only the
-lossless canonicalize pass.
+lossless canonicalize pass. When that misses the budget and INT8 alone holds it, INT8
+alone is kept (and said). Without --eval-data, 20% of --data is held out for every figure.
+
+budget: --max-drop on class outputs (accuracy on the labels' output, top-1 agreement on
+the others), --min-sqnr on every other output (boxes, landmarks, states).
 
 --target-speedup/--target-latency: every strength (MACs kept, optionally at half
 resolution after the stem) is built untuned and timed interleaved first; then the
@@ -74,7 +78,7 @@ recipe.yaml:
     - distill: {epochs: 10}
     - quantize
 
-exit codes: 0 success, 2 bad input, 3 the accuracy budget (--max-drop) was not met
+exit codes: 0 success, 2 bad input, 3 the budget (--max-drop, --min-sqnr) was not met
 (the best result and its report are still written)
 """
 
