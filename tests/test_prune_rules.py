@@ -112,8 +112,31 @@ def test_split_sizes_are_rewritten():
     sizes = onnx.numpy_helper.to_array(
         next(t for t in pruned.graph.initializer if t.name == split.input[1])
     )
-    keep = np.array(summary.plan["groups"]["conv1"]["keep"])
-    assert sizes.tolist() == [(keep < 3).sum(), (keep >= 3).sum()] and sizes.sum() == 4
+    groups = summary.plan["groups"]  # the cut conv has one channel space per part
+    parts = [len(groups[f"conv1 part {i}/2"]["keep"]) for i in (1, 2)]
+    assert sizes.tolist() == parts == [2, 3]  # half of each part, rounded up
+
+
+def test_a_split_half_added_back_to_its_bottleneck_is_pruned_c2f():
+    """YOLO's C2f: conv -> SiLU -> Split in halves; one half feeds a bottleneck whose
+    output is added back to it; all of them are concatenated. Every group is pruned."""
+    g = Graph(shape=(2, 8, 8, 8))
+    c = g.conv("input", 8, 16, k=1)
+    x = g.op("Mul", [c, g.op("Sigmoid", [c])])
+    a, b = g.op("Split", [x, g.const(np.array([8, 8]))], outputs=2, axis=1)
+    m = g.op("Add", [b, g.op("Relu", [g.conv(g.op("Relu", [g.conv(b, 8, 8)]), 8, 8)])])
+    y = g.conv(g.op("Concat", [a, b, m], axis=1), 24, 6, k=1)
+    pruned, summary = prune_lossless(g.model(y))
+    status = {group.id: group.status for group in summary.groups}
+    assert status == {
+        "conv1 part 1/2": "pruned",
+        "conv1 part 2/2": "pruned",
+        "conv2": "pruned",
+        "conv4": "skipped",
+    }, status  # the output's conv
+    assert weights(pruned)["conv1:1"] == (8, 8, 1, 1)  # 4 + 4 of 8 + 8
+    assert weights(pruned)["conv3:1"] == (4, 4, 3, 3)  # the bottleneck's output: tied to b
+    assert weights(pruned)["conv4:1"] == (6, 12, 1, 1)  # a, b, m: 4 channels each
 
 
 def test_slice_of_channels():

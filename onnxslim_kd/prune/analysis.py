@@ -46,6 +46,7 @@ class Analysis:
         self.shapes = static_shapes(model, shapes)
         self.initializers = {t.name: t for t in model.graph.initializer}
         self._constants: dict[str, np.ndarray] = {}
+        self.cuts: dict[str, list[int]] = {}  # conv output -> the Split's part sizes
 
     # -- reading the graph ---------------------------------------------------------------
     def layout(self, name: str) -> Layout | None:
@@ -72,10 +73,19 @@ class Analysis:
             self.layouts[name] = layout
 
     def new_space(self, size: int, index: int, axis: int, rank: int) -> Layout:
-        """A fresh space of `size` channels created by node `index`."""
-        space = self.spaces.new(size, node_label(self.graph.node[index], index))
-        self.origins.setdefault(space, []).append(index)
-        return Layout(axis, rank, (Segment(space, 0, size),))
+        """Fresh channels created by node `index`: one space, or one per part where a
+        Split cuts them (see rules.structure.split_cuts)."""
+        node = self.graph.node[index]
+        parts = self.cuts.get(node.output[0]) if axis == 1 else None
+        if not parts or sum(parts) != size or min(parts) < 1:
+            parts = [size]
+        segments = []
+        for number, part in enumerate(parts):
+            suffix = f" part {number + 1}/{len(parts)}" if len(parts) > 1 else ""
+            space = self.spaces.new(part, node_label(node, index) + suffix)
+            self.origins.setdefault(space, []).append(index)
+            segments.append(Segment(space, 0, part))
+        return Layout(axis, rank, tuple(segments))
 
     def fixed(self, size: int, axis: int, rank: int, reason: str) -> Layout:
         """Channels that must not change (graph inputs and other untracked tensors)."""
@@ -118,8 +128,10 @@ class Analysis:
 def analyze(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Analysis:
     """Run every node's rule in graph order; block what reaches outputs or unknown ops."""
     from onnxslim_kd.prune.rules import rule_for
+    from onnxslim_kd.prune.rules.structure import split_cuts
 
     analysis = Analysis(model, shapes)
+    analysis.cuts = split_cuts(analysis)
     for index, node in enumerate(model.graph.node):
         tracked = [lay for name in node.input if (lay := analysis.layout(name))]
         rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx") else None

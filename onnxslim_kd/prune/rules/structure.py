@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxslim_kd.graph.walk import attribute
+from onnxslim_kd.graph.walk import attribute, consumers, producers
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
 from onnxslim_kd.prune.rules.base import (
@@ -56,6 +56,45 @@ def _split_sizes(an: Analysis, node: onnx.NodeProto, size: int) -> list[int] | N
         sizes = [math.ceil(size / count)] * (count - 1)
         sizes.append(size - sum(sizes))
     return list(sizes)
+
+
+#: Ops that keep every channel where it is, through which a Split's cut reaches its conv.
+_CHANNELWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip",
+                "Elu", "Selu", "Identity", "BatchNormalization"}  # fmt: skip
+
+
+def split_cuts(an: Analysis) -> dict[str, list[int]]:
+    """Conv outputs that a channel-axis Split cuts, with the part sizes (YOLO's C2f: conv ->
+    SiLU -> Split in halves). The conv then creates one channel space per part, so a part
+    can be tied to a residual Add on its own instead of blocking the whole conv. Only a
+    chain where each tensor has that one reader is followed: a cut never changes what
+    another consumer of the conv sees."""
+    readers, writers = consumers(an.graph), producers(an.graph)
+    cuts: dict[str, list[int]] = {}
+    for node in an.graph.node:
+        shape = an.shape(node.input[0]) if node.op_type == "Split" else None
+        if shape is None or len(shape) < 2 or attribute(node, "axis", 0) % len(shape) != 1:
+            continue
+        tensor = node.input[0] if len(readers[node.input[0]]) == 1 else None
+        while tensor is not None and (writer := writers.get(tensor)) is not None:
+            if writer.op_type == "Conv":
+                cuts[tensor] = _split_sizes(an, node, shape[1])
+                break
+            tensor = _channelwise_input(writer, writers, readers)
+    return cuts
+
+
+def _channelwise_input(node: onnx.NodeProto, writers, readers) -> str | None:
+    """The input a channel-wise op passes on (its first, or x in SiLU's x * Sigmoid(x)),
+    when nothing else reads it; else None."""
+    if node.op_type in _CHANNELWISE:
+        return node.input[0] if len(readers[node.input[0]]) == 1 else None
+    if node.op_type == "Mul" and len(node.input) == 2:
+        for x, gate in (node.input, node.input[::-1]):
+            writer = writers.get(gate)
+            if writer is not None and writer.op_type == "Sigmoid" and writer.input[0] == x:
+                return x if len(readers[x]) == 2 and len(readers[gate]) == 1 else None
+    return None
 
 
 class Split(Rule):
