@@ -198,8 +198,11 @@ class Reshape(Rule):
         target = an.const(node.input[1])
         where = f"Reshape '{label(node, index)}'"
         a = source.axis
-        if before is None or after is None or target is None or after[:a] != before[:a]:
+        if before is None or after is None or after[:a] != before[:a]:
             an.block(source, f"{where} moves the channel axis")
+            return
+        if target is None and _computed_entry(an, node.input[1], a) not in (-1, 0):
+            an.block(source, f"{where} takes the channel count from a shape computed at run time")
             return
         trailing = math.prod(before[a + 1 :])
         if len(after) == a + 1:
@@ -210,7 +213,7 @@ class Reshape(Rule):
             an.block(source, f"{where} splits the channel axis")
             return
         an.set_layout(node.output[0], layout)
-        if target[a] > 0:
+        if target is not None and target[a] > 0:
             an.edit(self, index)
 
     def rewrite(self, an: Analysis, graph: onnx.GraphProto, index: int, kept: KeepLookup) -> None:
@@ -221,6 +224,49 @@ class Reshape(Rule):
         name = f"{node.output[0]}.shape"
         graph.initializer.append(numpy_helper.from_array(target, name))
         node.input[1] = name
+
+
+def _computed_entry(an: Analysis, name: str, position: int) -> int | None:
+    """Entry `position` of a Reshape target built at run time as Concat(pieces), when that
+    piece is a constant (x.view(x.size(0), -1) gives Concat(Unsqueeze(Gather(Shape)), [-1]));
+    None when it is computed too, or the target is not such a Concat."""
+    writer = producers(an.graph).get(name)
+    if writer is None or writer.op_type != "Concat":
+        return None
+    offset = 0
+    for piece in writer.input:
+        shape = an.shape(piece)
+        if shape is None or len(shape) != 1:
+            return None
+        if offset <= position < offset + shape[0]:
+            value = an.const(piece)
+            return None if value is None else int(value[position - offset])
+        offset += shape[0]
+    return None
+
+
+class Shape(Rule):
+    """Shape reads sizes, not values: harmless while only other axes' sizes are used
+    (x.size(0) in x.view(x.size(0), -1)); reading the channel count blocks, since pruning
+    changes it."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        readers = consumers(an.graph)[node.output[0]]
+        ranged = attribute(node, "start") is not None or attribute(node, "end") is not None
+        if not ranged and readers and all(_reads_other_axes(an, r, source) for r in readers):
+            return
+        an.block(source, f"Shape '{label(node, index)}' passes on the channel count")
+
+
+def _reads_other_axes(an: Analysis, reader: onnx.NodeProto, source: Layout) -> bool:
+    """A Gather of constant positions of a shape, none of them the channel axis."""
+    if reader.op_type != "Gather" or attribute(reader, "axis", 0) != 0:
+        return False
+    positions = an.const(reader.input[1])
+    if positions is None:
+        return False
+    return all(int(p) % source.rank != source.axis for p in np.atleast_1d(positions))
 
 
 class Squeeze(Rule):
