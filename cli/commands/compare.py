@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     record: dict = {"samples": len(data), "outputs": {}, "roles": roles.as_dict()}
     rows = []
     for name, ref in ref_out.items():
-        fid = output_fidelity(ref, cand_out[name], name in roles.class_like)
+        fid = output_fidelity(ref, cand_out[name], name in roles.class_like,
+                              roles.class_axes.get(name))  # fmt: skip
         entry = fid.as_dict()
         if name == roles.label_output:
             entry["accuracy_reference"] = accuracy(ref, data.labels)

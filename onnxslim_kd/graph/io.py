@@ -161,3 +161,16 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
         if spec.dims and isinstance(spec.dims[0], int):
             return spec.dims[0]
     return None
+
+
+def restore_interface(model: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Declare the original's input and output types again, in place, where a tool's shape
+    inference made a symbolic dim concrete (onnxruntime's quantizer turns an exporter's
+    'Concatoutput_dim_1' into 7): the interface a user's code relies on stays as it was."""
+    for values, before in ((model.graph.input, original.graph.input),
+                           (model.graph.output, original.graph.output)):  # fmt: skip
+        declared = {v.name: v.type for v in before}
+        for value in values:
+            kept = declared.get(value.name)
+            if kept is not None and kept.tensor_type.elem_type == value.type.tensor_type.elem_type:
+                value.type.CopyFrom(kept)

@@ -14,7 +14,7 @@ from onnxslim_kd.bench.cpu import cpu_info
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.io import fixed_batch, restore_interface
 from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.graph.walk import clone
@@ -140,6 +140,7 @@ def quantize_model(
                 prepared, quantized, builder, data.subset(options.samples), evaluation,
                 options, summary,
             )  # fmt: skip
+    restore_interface(quantized, model)
     check(quantized)
     summary.coverage = coverage_of(quantized).as_dict()
     if summary.coverage["dq_float"]:

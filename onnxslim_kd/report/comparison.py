@@ -99,7 +99,10 @@ def compare_before_after(
         after=model_stats(after, shapes),
         latency=None,
         fidelity={
-            k: output_fidelity(ref_out[k], cand_out[k], k in roles.class_like) for k in ref_out
+            k: output_fidelity(
+                ref_out[k], cand_out[k], k in roles.class_like, roles.class_axes.get(k)
+            )
+            for k in ref_out
         },
         samples=len(evaluation),
         roles=roles,

@@ -24,12 +24,16 @@ class OutputFidelity:
 
 
 def output_fidelity(
-    reference: np.ndarray, candidate: np.ndarray, class_like: bool | None = None
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    class_like: bool | None = None,
+    axis: int | None = None,
 ) -> OutputFidelity:
     """Compare two arrays of the same shape; relative diff is against max |reference|.
 
-    `class_like` (see report.outputs) adds arg-max agreement along the class axis; None
-    keeps the plain rule: only [N, C>1] outputs get it.
+    `class_like` (see report.outputs) adds arg-max agreement along the class `axis` (by
+    default the layout's, see class_axis); None keeps the plain rule: only [N, C>1]
+    outputs get it.
     """
     ref = reference.astype(np.float64).ravel()
     cand = candidate.astype(np.float64).ravel()
@@ -46,14 +50,17 @@ def output_fidelity(
         max_rel_diff=max_abs / scale if scale else max_abs,
         cosine=float(ref @ cand / norms) if norms else float(max_abs == 0.0),
         sqnr_db=float(10 * np.log10(signal / noise)) if noise else float("inf"),
-        top1_agreement=top1_agreement(reference, candidate) if class_like else None,
+        top1_agreement=top1_agreement(reference, candidate, axis) if class_like else None,
     )
 
 
-def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
-    """Fraction of positions whose arg-max class matches: per sample for [N, C], per time
-    step for [N, T, C], per pixel for [N, C, H, W]; None for other layouts."""
-    axis = class_axis(reference.ndim)
+def top1_agreement(
+    reference: np.ndarray, candidate: np.ndarray, axis: int | None = None
+) -> float | None:
+    """Fraction of positions whose arg-max class (along `axis`, by default the layout's)
+    matches: per sample for [N, C], per time step for [N, T, C], per pixel for
+    [N, C, H, W]; None for other layouts."""
+    axis = class_axis(reference.ndim) if axis is None else axis
     if axis is None or reference.shape[axis] < 2:
         return None
     agreement = float(np.mean(reference.argmax(axis) == candidate.argmax(axis)))

@@ -29,10 +29,12 @@ class OutputRoles:
     regression: list[str]
     label_output: str | None = None
     warnings: list[str] = field(default_factory=list)
+    class_axes: dict[str, int] = field(default_factory=dict)  # each class output's class axis
 
     def as_dict(self) -> dict:
         return {"class_like": self.class_like, "regression": self.regression,
-                "label_output": self.label_output, "warnings": self.warnings}  # fmt: skip
+                "label_output": self.label_output, "class_axes": self.class_axes,
+                "warnings": self.warnings}  # fmt: skip
 
 
 def class_axis(rank: int) -> int | None:
@@ -46,30 +48,51 @@ def output_roles(
     labels: np.ndarray | None = None,
     label_output: str | None = None,
 ) -> OutputRoles:
-    """Sort the outputs (arrays from one run of `model`) into class-like and regression."""
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    """Sort the outputs (arrays from one run of `model`) into class-like and regression.
+
+    A Softmax/LogSoftmax output is class-like along its softmax axis; a single output
+    [N, C] or [N, C, H, W] (segmentation logits) along axis 1; a single [N, A, B] output
+    without a softmax is not (a detector's [N, 4 + classes, anchors] is no distribution).
+    """
+    softmax_axes = _softmax_axes(model)
     names = list(outputs)
     if label_output is not None and label_output not in outputs:
         raise InputError(
             f"--label-output {label_output!r} is not an output (outputs: {', '.join(names)})"
         )
 
-    def classes(name: str) -> int | None:
-        axis = class_axis(outputs[name].ndim)
-        return None if axis is None else outputs[name].shape[axis]
+    def axis_of(name: str) -> int | None:
+        rank = outputs[name].ndim
+        if name in softmax_axes:
+            axis = softmax_axes[name] % rank if rank else None
+        elif name == label_output or (len(names) == 1 and rank in (2, 4)):
+            axis = 1 if rank >= 2 else None
+        else:
+            axis = None
+        return axis if axis is not None and outputs[name].shape[axis] >= 2 else None
 
-    def is_class_like(name: str) -> bool:
-        if (classes(name) or 0) < 2:
-            return False
-        return producers.get(name) in CLASS_OPS or len(names) == 1 or name == label_output
-
-    roles = OutputRoles([n for n in names if is_class_like(n)], [])
+    roles = OutputRoles([], [])
+    roles.class_axes = {n: a for n in names if (a := axis_of(n)) is not None}
+    roles.class_like = list(roles.class_axes)
     if labels is not None:
         roles.label_output = label_output or _label_output(outputs, labels, roles)
         if roles.label_output is not None and roles.label_output not in roles.class_like:
             roles.class_like.append(roles.label_output)
+            roles.class_axes[roles.label_output] = 1
     roles.regression = [n for n in names if n not in roles.class_like]
     return roles
+
+
+def _softmax_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """Outputs of Softmax/LogSoftmax nodes with their axis (default 1 before opset 13)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    default = -1 if opset >= 13 else 1
+    axes = {}
+    for node in model.graph.node:
+        if node.op_type in CLASS_OPS:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), default)
+            axes[node.output[0]] = axis
+    return axes
 
 
 def _label_output(
