@@ -4,7 +4,8 @@ Families (built here, no downloads; the digits weights are real, the heads rando
 dynamic H/W (a detector-style export of the digits CNN), static batch 1 with the batch
 baked into a Reshape, a face-detector-like net (box [N,4], landmarks [N,10], Softmax face
 probability [N,2], box first), weights in Constant nodes at opset 11 with dynamic H/W,
-and a voice-activity net with a state input on axis 1 and a scalar sample rate.
+a voice-activity net with a state input on axis 1 and a scalar sample rate, and a
+YOLO-style detector (tests/yolo_like.py, random weights, random images: structure only).
 
 Each row: the command, its exit code, MACs before/after, the latency ratio (compress
 times original and result interleaved in one run), and the fidelity of every output
@@ -41,6 +42,7 @@ from tests.real_exports import (  # noqa: E402
     static_batch,
     voice_activity,
 )
+from tests.yolo_like import export_detector  # noqa: E402
 
 DIGITS = ROOT / "samples" / "digits"
 
@@ -76,6 +78,13 @@ def families(work: Path) -> dict[str, tuple[Path, Path, Path]]:
     out = {}
     for index, (name, (model, data, held_out)) in enumerate(made.items()):
         out[name] = (save(model, work / f"family{index}.onnx"), data, held_out)
+    for name, count in (("images_train", 128), ("images_test", 32)):
+        np.savez(work / f"{name}.npz",
+                 images=rng.standard_normal((count, 3, 64, 96), np.float32))  # fmt: skip
+    out["YOLO-style detector, opset 12, dynamic H/W"] = (
+        export_detector(work / "yolo.onnx", opset=12), work / "images_train.npz",
+        work / "images_test.npz",
+    )  # fmt: skip
     return out
 
 
