@@ -35,6 +35,7 @@ from onnxslim_kd.pipeline.search import (
     MAX_TRIALS,
     SearchResult,
     default_recipe,
+    distill_blocker,
     fall_back_to_int8,
     held_out,
     search,
@@ -205,10 +206,14 @@ def _run(args: argparse.Namespace, work_dir: Path) -> int:
         result = found.chosen.result
     else:
         default = recipe is None and data is not None
-        if recipe is None:
-            recipe = (
-                default_recipe(DEFAULT_KEEP_MACS, args.distill_epochs) if data else DEFAULT_RECIPE
+        blocker = distill_blocker(model) if default else None
+        if blocker:
+            sys.stderr.write(
+                f"onnxslim-kd: no distillation, so no pruning, in the default recipe: {blocker}\n"
             )
+        if recipe is None:
+            keep = None if blocker else DEFAULT_KEEP_MACS
+            recipe = default_recipe(keep, args.distill_epochs) if data else DEFAULT_RECIPE
         run_options = dict(
             data=data, eval_data=eval_data, shapes=shapes_from(args), threads=args.threads,
             bench_runs=args.bench_runs, bench_batch=args.bench_batch,

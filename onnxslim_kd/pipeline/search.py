@@ -24,6 +24,7 @@ import onnx
 
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.errors import InputError
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
 from onnxslim_kd.progress import progress
@@ -206,7 +207,7 @@ def search(
     """Time every structure untuned, then fine-tune the most promising ones; see the module
     docstring for the order. Returns the fastest trial within budget (else the closest)."""
     checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
-    grid = _grid(strengths, downsample) if _can_distill() else [Structure(1.0)]
+    grid = _grid(strengths, downsample) if distill_blocker(model) is None else [Structure(1.0)]
     run_options = {"eval_data": eval_data, "threads": threads, "bench_batch": bench_batch,
                    "checkpoints": checkpoints}  # fmt: skip
     structures = _time_structures(model, data, grid, bench_runs, **run_options)
@@ -245,6 +246,20 @@ def search(
 def _can_distill() -> bool:
     """Pruned structures are only worth timing when they can be fine-tuned (torch)."""
     return importlib.util.find_spec("torch") is not None
+
+
+def distill_blocker(model: onnx.ModelProto) -> str | None:
+    """Why `model` cannot be fine-tuned here (no torch, or an op the torch executor has no
+    rule for), or None. Without a fine-tune nothing is pruned: the recipe says so."""
+    if not _can_distill():
+        return "torch is not installed (pip install 'onnxslim-kd[distill]')"
+    from onnxslim_kd.distill.executor import check_supported
+
+    try:
+        check_supported(model.graph)
+    except InputError as exc:
+        return str(exc).removeprefix("distill: ")
+    return None
 
 
 def _grid(strengths: tuple[float, ...], downsample: tuple[int, ...]) -> list[Structure]:
