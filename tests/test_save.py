@@ -53,3 +53,18 @@ def test_models_over_the_protobuf_limit_use_external_data(tmp_path, monkeypatch,
 def test_missing_output_directory(tmp_path):
     with pytest.raises(InputError, match="output directory does not exist"):
         save(conv_net(), tmp_path / "nope" / "m.onnx")
+
+
+def test_reports_are_written_whole_and_readable_like_any_file(tmp_path):
+    import os
+    import stat
+
+    from onnxslim_kd.graph.save import write_text_atomic
+
+    mask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "r.json", "{}\n")
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "{}\n" and list(tmp_path.iterdir()) == [path]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600

@@ -7,6 +7,8 @@ softened probabilities are averaged (the offline ensemble).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import torch
@@ -37,11 +39,11 @@ class Ensemble:
         runs = [list(run(model, data, self.batch_size).values()) for model in self.models]
         return self._by_name(runs)
 
-    @property
+    @functools.cached_property
     def output_names(self) -> list[str]:
         return [spec.name for spec in model_outputs(self.models[0])]
 
-    @property
+    @functools.cached_property
     def probability_outputs(self) -> frozenset[str]:
         """Outputs the first teacher computes with a Softmax (distributions, not scores)."""
         made_by = {o: n.op_type for n in self.models[0].graph.node for o in n.output}
@@ -56,8 +58,8 @@ class Ensemble:
             ]
         arrays = {name: value.detach().cpu().numpy() for name, value in feeds.items()}
         runs = [
-            _run_in_chunks(session, arrays, fixed_batch(model))
-            for session, model in zip(self._sessions, self.models, strict=True)
+            _run_in_chunks(session, arrays, batch)
+            for session, batch in zip(self._sessions, self.fixed_batches, strict=True)
         ]
         return self._by_name(runs)
 
@@ -71,9 +73,13 @@ class Ensemble:
             if axes[name] is not None
         }
 
-    @property
+    @functools.cached_property
     def output_axes(self) -> dict[str, int | None]:
         return batch_axes(self.models[0], outputs=True)
+
+    @functools.cached_property
+    def fixed_batches(self) -> list[int | None]:
+        return [fixed_batch(model) for model in self.models]
 
     @staticmethod
     def soft_targets(logits: Tensor, temperature: float) -> Tensor:
