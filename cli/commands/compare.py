@@ -17,7 +17,7 @@ from cli.commands.values import POSITIVE
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.graph.validate import run_pair
-from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+from onnxslim_kd.report.fidelity import accuracy
 from onnxslim_kd.report.outputs import output_roles
 from onnxslim_kd.report.table import markdown_table
 
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     record: dict = {"samples": len(data), "outputs": {}, "roles": roles.as_dict()}
     rows = []
     for name, ref in ref_out.items():
-        fid = output_fidelity(ref, cand_out[name], name in roles.class_like,
-                              roles.class_axes.get(name))  # fmt: skip
+        fid = roles.fidelity(name, ref, cand_out[name])
         entry = fid.as_dict()
         if name == roles.label_output:
             entry["accuracy_reference"] = accuracy(ref, data.labels)

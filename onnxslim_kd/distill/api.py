@@ -25,12 +25,10 @@ from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.graph.walk import clone
 from onnxslim_kd.report.fidelity import output_fidelity
-from onnxslim_kd.report.outputs import OutputRoles, output_roles
+from onnxslim_kd.report.outputs import OutputRoles, probe_roles
 
 #: Samples on which the written-back model is checked against the torch student.
 WRITEBACK_CHECK_SAMPLES = 32
-#: Samples the teacher runs on to see which outputs are class scores.
-ROLE_PROBE_SAMPLES = 4
 
 
 def distill(
@@ -101,8 +99,7 @@ def distill(
 def _primary_output(teacher: onnx.ModelProto, data: Dataset) -> tuple[int | None, OutputRoles]:
     """Position of the output the logit losses (kd, ce, dml) read: the labels' output, else
     the first class-like one; None when no output is class scores (regression only)."""
-    outputs = run(teacher, data.subset(ROLE_PROBE_SAMPLES))
-    roles = output_roles(teacher, outputs, data.labels)
+    outputs, roles = probe_roles(teacher, data)
     name = roles.label_output or next(iter(roles.class_like), None)
     return (None if name is None else list(outputs).index(name)), roles
 

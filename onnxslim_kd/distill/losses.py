@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.report.outputs import class_axis
+from onnxslim_kd.report.fidelity import class_axis
 
 
 @dataclass

@@ -27,7 +27,7 @@ from onnxslim_kd.distill.losses import Objective, Signals
 from onnxslim_kd.distill.options import DistillOptions
 from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.progress import progress
-from onnxslim_kd.report.outputs import class_axis
+from onnxslim_kd.report.fidelity import class_axis
 
 
 @dataclass

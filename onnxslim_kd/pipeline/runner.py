@@ -12,17 +12,14 @@ from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data import random_data, with_data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
-from onnxslim_kd.graph.validate import check, compare_models, run
+from onnxslim_kd.graph.validate import check, compare_models
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
 from onnxslim_kd.pipeline.registry import Pass, PassContext
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.comparison import Comparison, bench_feeds, compare_before_after
-from onnxslim_kd.report.outputs import output_roles
-
-#: Samples run to see the outputs' shapes when deciding which output the labels describe.
-LABEL_PROBE_SAMPLES = 4
+from onnxslim_kd.report.outputs import probe_roles
 
 #: Samples each pass is verified on: enough to catch a broken rewrite, cheap to run.
 VERIFY_SAMPLES = 64
@@ -110,8 +107,7 @@ def labels_for_training(
     """
     if data is None or data.labels is None:
         return data
-    outputs = run(model, data.subset(LABEL_PROBE_SAMPLES))
-    roles = output_roles(model, outputs, data.labels, label_output)
+    outputs, roles = probe_roles(model, data, label_output)
     if roles.label_output == next(iter(outputs)):
         return data
     return data.without_labels()

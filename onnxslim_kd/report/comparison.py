@@ -12,7 +12,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.stats import ModelStats, model_stats
 from onnxslim_kd.graph.validate import run_pair
-from onnxslim_kd.report.fidelity import OutputFidelity, accuracy, output_fidelity
+from onnxslim_kd.report.fidelity import OutputFidelity, accuracy
 from onnxslim_kd.report.outputs import OutputRoles, output_roles
 
 
@@ -98,12 +98,7 @@ def compare_before_after(
         before=model_stats(before, shapes),
         after=model_stats(after, shapes),
         latency=None,
-        fidelity={
-            k: output_fidelity(
-                ref_out[k], cand_out[k], k in roles.class_like, roles.class_axes.get(k)
-            )
-            for k in ref_out
-        },
+        fidelity={k: roles.fidelity(k, ref_out[k], cand_out[k]) for k in ref_out},
         samples=len(evaluation),
         roles=roles,
     )

@@ -6,8 +6,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from onnxslim_kd.report.outputs import class_axis
-
 
 @dataclass
 class OutputFidelity:
@@ -21,6 +19,11 @@ class OutputFidelity:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def class_axis(rank: int) -> int | None:
+    """Class axis by layout: [N, C] -> 1, [N, T, C] sequences -> 2, [N, C, H, W] maps -> 1."""
+    return {2: 1, 3: 2, 4: 1}.get(rank)
 
 
 def output_fidelity(

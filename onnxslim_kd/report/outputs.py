@@ -15,31 +15,42 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.validate import run
+from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity
 
 #: Ops whose result is a probability (or log-probability) distribution over classes.
 CLASS_OPS = {"Softmax", "LogSoftmax"}
 
 
+#: Samples a model runs on to see its outputs' shapes before their roles are decided.
+PROBE_SAMPLES = 4
+
+
 @dataclass
 class OutputRoles:
-    """Which outputs are class-like, which one carries the labels, and why not."""
+    """Which outputs are class-like (with their class axis), which one carries the labels,
+    and why not."""
 
-    class_like: list[str]
-    regression: list[str]
+    class_axes: dict[str, int] = field(default_factory=dict)
+    regression: list[str] = field(default_factory=list)
     label_output: str | None = None
     warnings: list[str] = field(default_factory=list)
-    class_axes: dict[str, int] = field(default_factory=dict)  # each class output's class axis
+
+    @property
+    def class_like(self) -> list[str]:
+        return list(self.class_axes)
+
+    def fidelity(self, name: str, reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
+        """Output `name`'s fidelity, with arg-max agreement along its class axis if it has one."""
+        axis = self.class_axes.get(name)
+        return output_fidelity(reference, candidate, axis is not None, axis)
 
     def as_dict(self) -> dict:
         return {"class_like": self.class_like, "regression": self.regression,
                 "label_output": self.label_output, "class_axes": self.class_axes,
                 "warnings": self.warnings}  # fmt: skip
-
-
-def class_axis(rank: int) -> int | None:
-    """Class axis by layout: [N, C] -> 1, [N, T, C] sequences -> 2, [N, C, H, W] maps -> 1."""
-    return {2: 1, 3: 2, 4: 1}.get(rank)
 
 
 def output_roles(
@@ -71,16 +82,21 @@ def output_roles(
             axis = None
         return axis if axis is not None and outputs[name].shape[axis] >= 2 else None
 
-    roles = OutputRoles([], [])
-    roles.class_axes = {n: a for n in names if (a := axis_of(n)) is not None}
-    roles.class_like = list(roles.class_axes)
+    roles = OutputRoles({n: a for n in names if (a := axis_of(n)) is not None})
     if labels is not None:
         roles.label_output = label_output or _label_output(outputs, labels, roles)
-        if roles.label_output is not None and roles.label_output not in roles.class_like:
-            roles.class_like.append(roles.label_output)
-            roles.class_axes[roles.label_output] = 1
+        if roles.label_output is not None:
+            roles.class_axes.setdefault(roles.label_output, 1)
     roles.regression = [n for n in names if n not in roles.class_like]
     return roles
+
+
+def probe_roles(
+    model: onnx.ModelProto, data: Dataset, label_output: str | None = None
+) -> tuple[dict[str, np.ndarray], OutputRoles]:
+    """The outputs of `model` on a few samples of `data`, and their roles."""
+    outputs = run(model, data.subset(PROBE_SAMPLES))
+    return outputs, output_roles(model, outputs, data.labels, label_output)
 
 
 def _softmax_axes(model: onnx.ModelProto) -> dict[str, int]:
