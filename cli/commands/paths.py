@@ -11,13 +11,12 @@ does not exist, and two outputs that name the same file.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.save import external_data_name
+from onnxslim_kd.graph.save import external_data_name, same_file
 
 #: The value of `--json` that means standard output rather than a file.
 STDOUT = "-"
@@ -101,7 +100,7 @@ def _external_files(path: str) -> list[str]:
 def _check_output(label: str, path: str, what: str, inputs: list[tuple[str, str]]) -> None:
     target = Path(path)
     for input_label, input_path in inputs:
-        if _same(target, Path(input_path)):
+        if same_file(target, input_path):
             raise InputError(
                 f"{label} {path}: is the input {input_path} ({input_label}); "
                 "refusing to overwrite it, choose another path"
@@ -127,16 +126,6 @@ def _check_distinct(outputs: list[tuple[str, str]]) -> None:
     seen: list[tuple[str, Path]] = []
     for label, path in outputs:
         for other_label, other in seen:
-            if _same(Path(path), other):
+            if same_file(path, other):
                 raise InputError(f"{label} and {other_label} both write {path}; give two paths")
         seen.append((label, Path(path)))
-
-
-def _same(a: Path, b: Path) -> bool:
-    """Same file: one inode (symlinks, hard links) when both exist, else one resolved path."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        return False
-    return a.resolve() == b.resolve()

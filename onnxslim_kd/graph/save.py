@@ -41,7 +41,7 @@ def save(
     (over 2 GB). Paths in `protect` (the input files) are never overwritten.
     """
     path = Path(path)
-    if any(_same_file(path, other) for other in protect):
+    if any(same_file(path, other) for other in protect):
         raise InputError(f"{path}: refusing to overwrite the input model; choose another output")
     if external_data is None:
         external_data = needs_external_data(model)
@@ -69,10 +69,14 @@ def save(
     return path
 
 
-def _same_file(a: Path, b: str | os.PathLike) -> bool:
-    b = Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Same file: one inode (symlinks, hard links) when both exist, else one resolved path."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        return False
     return a.resolve() == b.resolve()
 
 
