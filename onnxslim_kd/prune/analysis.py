@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from onnxslim_kd.graph.load import opset_of
 from onnxslim_kd.graph.shape_inference import static_shapes
-from onnxslim_kd.graph.walk import all_graphs, node_label, subgraphs
+from onnxslim_kd.graph.walk import all_graphs, consumers, node_label, producers, subgraphs
 from onnxslim_kd.prune.layout import Layout, Segment
 from onnxslim_kd.prune.spaces import Spaces
 
@@ -47,6 +47,8 @@ class Analysis:
         self.initializers = {t.name: t for t in model.graph.initializer}
         self._constants: dict[str, np.ndarray] = {}
         self.cuts: dict[str, list[int]] = {}  # conv output -> the Split's part sizes
+        self.readers = consumers(model.graph)  # the graph is read, never changed, while walked
+        self.writers = producers(model.graph)
 
     # -- reading the graph ---------------------------------------------------------------
     def layout(self, name: str) -> Layout | None:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxslim_kd.graph.walk import attribute, consumers, producers
+from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
 from onnxslim_kd.prune.rules.base import (
@@ -69,7 +69,7 @@ def split_cuts(an: Analysis) -> dict[str, list[int]]:
     can be tied to a residual Add on its own instead of blocking the whole conv. Only a
     chain where each tensor has that one reader is followed: a cut never changes what
     another consumer of the conv sees."""
-    readers, writers = consumers(an.graph), producers(an.graph)
+    readers, writers = an.readers, an.writers
     cuts: dict[str, list[int]] = {}
     for node in an.graph.node:
         shape = an.shape(node.input[0]) if node.op_type == "Split" else None
@@ -230,7 +230,7 @@ def _computed_entry(an: Analysis, name: str, position: int) -> int | None:
     """Entry `position` of a Reshape target built at run time as Concat(pieces), when that
     piece is a constant (x.view(x.size(0), -1) gives Concat(Unsqueeze(Gather(Shape)), [-1]));
     None when it is computed too, or the target is not such a Concat."""
-    writer = producers(an.graph).get(name)
+    writer = an.writers.get(name)
     if writer is None or writer.op_type != "Concat":
         return None
     offset = 0
@@ -252,7 +252,7 @@ class Shape(Rule):
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
-        readers = consumers(an.graph)[node.output[0]]
+        readers = an.readers[node.output[0]]
         ranged = attribute(node, "start") is not None or attribute(node, "end") is not None
         if not ranged and readers and all(_reads_other_axes(an, r, source) for r in readers):
             return
