@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     work_dir = work_dir_for(args)
     existed = work_dir.exists()
     try:
-        return _run(args, work_dir)
+        return _run(args, work_dir, searching)
     except BaseException:
         _leave_resumable(work_dir, keep=existed or bool(args.work_dir))
         raise
@@ -182,12 +182,9 @@ def _leave_resumable(work_dir: Path, keep: bool) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, work_dir: Path) -> int:
+def _run(args: argparse.Namespace, work_dir: Path, searching: bool) -> int:
     output = Path(args.output)
     model = load(args.model)
-    searching = args.target_speedup is not None or args.target_latency is not None
-    if searching and (args.recipe or not args.data):
-        raise InputError("--target-speedup/--target-latency need --data and no --recipe")
     recipe = read_recipe(args.recipe) if args.recipe else None
     data, eval_data, evaluation = held_out(
         data_from(args, model, args.data), data_from(args, model, args.eval_data)
