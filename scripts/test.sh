@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 ensure_venv .venv-test -e ".[dev,distill]" torch==2.14.1 torchvision==0.29.1
+# the executor's conformance suite: ONNX's node tests, from a pinned onnx wheel
+.venv-test/bin/python scripts/fetch_node_tests.py
 .venv-test/bin/python -m pytest "$@"

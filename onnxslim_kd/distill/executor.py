@@ -11,11 +11,11 @@ from collections.abc import Collection
 
 import numpy as np
 import onnx
-import torch
 from onnx import numpy_helper
 from torch import Tensor, nn
 
 from onnxslim_kd.distill.ops import RULES, OpContext
+from onnxslim_kd.distill.ops.dtypes import to_tensor
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.canonicalize import _constant_value
 from onnxslim_kd.graph.io import model_inputs
@@ -28,22 +28,23 @@ class GraphModule(nn.Module):
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
         graph = model.graph
-        check_supported(graph)
         opset = opset_of(model)
+        check_supported(model)
+        check_tensor_interface(graph)
         self.input_names = [spec.name for spec in model_inputs(model)]
         self.output_names = [o.name for o in graph.output]
         self.steps = [
-            (node, RULES[node.op_type], OpContext(node, opset))
+            (node, RULES.lookup(node.op_type, opset), OpContext(node, opset))
             for node in graph.node
             if node.op_type != "Constant"
         ]
         stored = stored_tensors(graph)
-        trainable = trainable_names(graph, stored)
+        trainable = trainable_names(graph, stored, opset)
         self.weights = nn.ParameterList()
         self.weight_names: list[str] = []
         self._constants: dict[str, str] = {}
         for name, array in stored.items():
-            tensor = torch.from_numpy(np.array(array))
+            tensor = to_tensor(np.array(array))
             if name in trainable:
                 self.weights.append(nn.Parameter(tensor))
                 self.weight_names.append(name)
@@ -82,14 +83,43 @@ class GraphModule(nn.Module):
         return values
 
 
-def check_supported(graph: onnx.GraphProto) -> None:
+def _unsupported(node: onnx.NodeProto, opset: int) -> bool:
+    if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+        return False
+    return node.domain not in ("", "ai.onnx") or RULES.lookup(node.op_type, opset) is None
+
+
+def unsupported_ops(model: onnx.ModelProto) -> list[str]:
+    """Op types of `model` the executor has no rule for (at its opset), in graph order."""
+    opset = opset_of(model)
+    missing: list[str] = []
+    for node in model.graph.node:
+        name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if _unsupported(node, opset) and name not in missing:
+            missing.append(name)
+    return missing
+
+
+def check_supported(model: onnx.ModelProto) -> None:
     """Raise InputError naming the first op (and node) the executor has no rule for."""
-    for node in graph.node:
-        known = node.op_type in RULES or node.op_type == "Constant"
-        if node.domain not in ("", "ai.onnx") or not known:
+    opset = opset_of(model)
+    for node in model.graph.node:
+        if _unsupported(node, opset):
             raise InputError(
                 f"distill: op '{node.op_type}' (node '{node.name}', domain "
-                f"'{node.domain or 'ai.onnx'}') is not supported by the torch executor"
+                f"'{node.domain or 'ai.onnx'}', opset {opset}) is not supported by the "
+                "torch executor"
+            )
+
+
+def check_tensor_interface(graph: onnx.GraphProto) -> None:
+    """Raise InputError for a graph input or output that is not a tensor (sequence, map...)."""
+    for value in (*graph.input, *graph.output):
+        kind = value.type.WhichOneof("value")
+        if kind not in ("tensor_type", None):
+            raise InputError(
+                f"distill: '{value.name}' is of type {kind.removesuffix('_type')}; the torch "
+                "executor runs graphs of tensors only"
             )
 
 
@@ -105,7 +135,7 @@ def stored_tensors(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return tensors
 
 
-def trainable_names(graph: onnx.GraphProto, stored: dict[str, np.ndarray]) -> set[str]:
+def trainable_names(graph: onnx.GraphProto, stored: dict[str, np.ndarray], opset: int) -> set[str]:
     """Float stored tensors read at a weight position of some op (through Identity aliases)."""
     source = {name: name for name in stored}
     for node in graph.node:  # topological order: an alias of an alias resolves in one pass
@@ -113,7 +143,7 @@ def trainable_names(graph: onnx.GraphProto, stored: dict[str, np.ndarray]) -> se
             source[node.output[0]] = source[node.input[0]]
     trainable = set()
     for node in graph.node:
-        rule = RULES.get(node.op_type)
+        rule = RULES.lookup(node.op_type, opset)
         if rule is None:
             continue
         for position, name in enumerate(node.input):
@@ -128,4 +158,4 @@ def trainable_names(graph: onnx.GraphProto, stored: dict[str, np.ndarray]) -> se
 
 def to_torch(feeds: dict[str, np.ndarray]) -> dict[str, Tensor]:
     """numpy feeds as torch tensors (shared memory, no copy)."""
-    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feeds.items()}
+    return {name: to_tensor(value) for name, value in feeds.items()}

@@ -15,21 +15,16 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.cleanup import cleanup
 from onnxslim_kd.graph.load import opset_of
 from onnxslim_kd.graph.shape_inference import infer_shapes
 from onnxslim_kd.graph.walk import attribute, clone, rename_input
 
 #: Ops whose result on constants is bit-exact in numpy: data movement and shape logic.
-EXACT_FOLDABLE = frozenset(
-    {
-        "Cast", "Concat", "ConstantOfShape", "Expand", "Flatten", "Gather", "Identity",
-        "Range", "Reshape", "Shape", "Size", "Slice", "Split", "Squeeze", "Tile",
-        "Transpose", "Unsqueeze", "Where", "Equal",
-    }
-)  # fmt: skip
+EXACT_FOLDABLE = ops_where(fold="exact")
 #: Arithmetic that is exact only on integer tensors (shape computations).
-INTEGER_FOLDABLE = frozenset({"Add", "Sub", "Mul", "Neg", "Min", "Max"})
+INTEGER_FOLDABLE = ops_where(fold="integer")
 
 
 @dataclass

@@ -129,7 +129,7 @@ def macs_per_node(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     """Multiply-accumulates of each Conv, ConvTranspose, Gemm and MatMul node."""
     macs: dict[str, int] = {}
     for index, node in enumerate(model.graph.node):
-        rule = _MAC_RULES.get(node.op_type)
+        rule = MAC_RULES.get(node.op_type)
         if rule is None:
             continue
         ins = [shapes.get(name) for name in node.input]
@@ -160,7 +160,7 @@ def _matmul_macs(node, ins, out) -> int:
     return math.prod(out) * ins[0][-1]
 
 
-_MAC_RULES = {
+MAC_RULES = {
     "Conv": _conv_macs,
     "ConvTranspose": _conv_transpose_macs,
     "Gemm": _gemm_macs,

@@ -256,7 +256,7 @@ def distill_blocker(model: onnx.ModelProto) -> str | None:
     from onnxslim_kd.distill.executor import check_supported
 
     try:
-        check_supported(model.graph)
+        check_supported(model)
     except InputError as exc:
         return str(exc).removeprefix("distill: ")
     return None

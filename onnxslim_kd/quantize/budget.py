@@ -15,12 +15,13 @@ import numpy as np
 import onnx
 
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 
 #: The ops whose FP32 fallback buys accuracy back; everything else follows their inputs.
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+COMPUTE_OPS = ops_where(quantize="int8")
 
 Outputs = dict[str, np.ndarray]
 #: Builds a quantized model with the given nodes kept in FP32 (`only`: quantize just these).

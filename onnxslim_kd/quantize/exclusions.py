@@ -7,11 +7,12 @@ import re
 import onnx
 
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.walk import producers
 
 #: Ops whose output is the model's answer; quantizing a final Softmax costs precision in
 #: exactly the probabilities users read, and saves nothing measurable.
-_FINAL_OPS = frozenset({"Softmax", "LogSoftmax"})
+_FINAL_OPS = ops_where(quantize="float")
 
 
 def resolve_exclusions(model: onnx.ModelProto, patterns: list[str] | None) -> dict[str, str]:
