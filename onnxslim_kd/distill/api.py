@@ -12,19 +12,18 @@ from onnxslim_kd.data import data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.distill.checkpoint import TrainCheckpoint, fingerprint
 from onnxslim_kd.distill.distributed import World
-from onnxslim_kd.distill.executor import GraphModule, to_torch
+from onnxslim_kd.distill.executor import GraphModule
 from onnxslim_kd.distill.features import FeaturePlan, plan_features
 from onnxslim_kd.distill.losses import TERMS, Objective
 from onnxslim_kd.distill.options import DistillOptions
+from onnxslim_kd.distill.parity import check_parity, parity
 from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.distill.train import Split, evaluate, fit
 from onnxslim_kd.distill.writeback import write_back
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.batch import free_batch
 from onnxslim_kd.graph.io import fixed_batch
-from onnxslim_kd.graph.validate import run
 from onnxslim_kd.graph.walk import clone
-from onnxslim_kd.report.fidelity import output_fidelity
 from onnxslim_kd.report.outputs import OutputRoles, probe_roles
 
 #: Samples on which the written-back model is checked against the torch student.
@@ -56,20 +55,24 @@ def distill(
     if roles.label_output is None:  # labels that describe no output, or several: not used
         data = data.without_labels()
         val = None if val is None else val.without_labels()
-    module = GraphModule(_first(trainable, primary)).to(options.device)
+    student_graph = _first(trainable, primary)
+    module = GraphModule(student_graph).to(options.device)
+    executor_parity = check_parity(student_graph, module, data, options.device)
     ensemble = Ensemble(
         [_first(free_batch(t, data_shapes(t, data)) or t, primary) for t in teachers],
         options.batch,
     )
     class_first = primary is not None
-    train = Split.of(data, ensemble, options.device, class_first)
+    axis = None if primary is None else roles.class_axes.get(ensemble.output_names[0])
+    train = Split.of(data, ensemble, options.device, class_first, axis)
     _check_output_shapes(module, train)
     weights = _weights(options, data, class_first, several=len(ensemble.output_names) > 1)
     plan = _plan(module, ensemble, train, weights, options)
     objective = Objective(weights, plan.channels).to(options.device)
-    val_split = None if val is None else Split.of(val, ensemble, options.device, class_first)
+    val_split = None if val is None else Split.of(val, ensemble, options.device, class_first, axis)
     summary: dict = {
         "batching": batching,
+        "executor_parity": executor_parity,
         "outputs": roles.as_dict() | {"trained_first": primary},
         "loss_weights": weights,
         "teachers": len(teachers),
@@ -86,7 +89,8 @@ def distill(
         summary["val_before"] = evaluate(module, val_split, options.batch)
     report = fit(module, objective, ensemble, plan, train, val_split, options, checkpoint)
     model = write_back(student, module)
-    summary["writeback_max_rel_diff"] = _writeback_error(model, module, data, options.device)
+    written = parity(model, module, data, options.device, WRITEBACK_CHECK_SAMPLES)
+    summary["writeback_max_rel_diff"] = max(diff["max_rel"] for diff in written.values())
     if val_split is not None:
         summary["val_after"] = evaluate(module, val_split, options.batch)
         if val_split.labels is not None:
@@ -158,7 +162,7 @@ def _checkpoint(options, student, teachers, data, val) -> TrainCheckpoint | None
 def _check_output_shapes(module: GraphModule, train: Split) -> None:
     """Teacher and student must produce the same first-output shape (per sample)."""
     with torch.no_grad():
-        out = module(*train.batch(torch.arange(min(2, len(train)))).values())[0]
+        out = train.canonical(module(*train.batch(torch.arange(min(2, len(train)))).values())[0])
     teacher_shape, student_shape = list(train.teacher_logits.shape[2:]), list(out.shape[1:])
     if teacher_shape != student_shape:
         raise InputError(
@@ -183,16 +187,3 @@ def _plan(module, ensemble, train, weights, options) -> FeaturePlan:
             "name pairs with --pair STUDENT_TENSOR=TEACHER_TENSOR"
         )
     return plan
-
-
-def _writeback_error(
-    model: onnx.ModelProto, module: GraphModule, data: Dataset, device: str
-) -> float:
-    """Max relative difference between onnxruntime on the written model and the torch student."""
-    sample = data.subset(WRITEBACK_CHECK_SAMPLES)
-    first = module.output_names[0]
-    reference = run(model, sample)[first]
-    with torch.no_grad():
-        feeds = {k: v.to(device) for k, v in to_torch(sample.inputs).items()}
-        torch_out = module.run(feeds)[first]
-    return output_fidelity(torch_out.cpu().numpy(), reference).max_rel_diff

@@ -27,7 +27,7 @@ from onnxslim_kd.distill.losses import Objective, Signals
 from onnxslim_kd.distill.options import DistillOptions
 from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.progress import progress
-from onnxslim_kd.report.fidelity import class_axis
+from onnxslim_kd.report.fidelity import class_axis as class_axis_of
 
 
 @dataclass
@@ -42,11 +42,17 @@ class Split:
     class_first: bool = True  # False: no output is class scores, judge outputs by error
     axes: dict[str, int | None] = field(default_factory=dict)  # inputs' sample axes
     output_axes: dict[str, int | None] = field(default_factory=dict)  # by teacher output
+    class_axis: int = 1  # of the first output, once its sample axis is first
 
     @classmethod
-    def of(cls, data: Dataset, teachers: Ensemble, device: str, class_first: bool = True) -> Split:
+    def of(
+        cls, data: Dataset, teachers: Ensemble, device: str, class_first: bool = True,
+        class_axis: int | None = None,
+    ) -> Split:  # fmt: skip
         """With `class_first` False the first output is a regression output too: it joins
-        the others (and no logit loss may read it)."""
+        the others (and no logit loss may read it). `class_axis` is the first output's class
+        axis in the model's own layout (a [T, N, C] recogniser: 2); the logits are kept
+        with samples first and classes second ([N, C, T]), the layout every loss reads."""
         labels = None
         if data.labels is not None:
             labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
@@ -54,9 +60,18 @@ class Split:
         outputs = {name: value.to(device) for name, value in teachers.outputs(data).items()}
         first = next(iter(outputs))
         others = {n: v for n, v in outputs.items() if n != first or not class_first}
-        return cls(
-            inputs, labels, outputs[first], others, class_first, data.axes, teachers.output_axes
-        )
+        sample = teachers.output_axes.get(first) or 0
+        rank = outputs[first].dim() - 1
+        if class_axis is None:
+            class_axis = class_axis_of(rank) or 1
+        else:  # the model's layout -> samples first
+            class_axis = class_axis + 1 if class_axis < sample else class_axis
+        split = cls(
+            inputs, labels, outputs[first], others, class_first, data.axes,
+            teachers.output_axes, class_axis,
+        )  # fmt: skip
+        split.teacher_logits = split.teachers_canonical(outputs[first])
+        return split
 
     def __len__(self) -> int:
         return self.teacher_logits.shape[1]
@@ -72,6 +87,15 @@ class Split:
     def samples_first(self, name: str, value: Tensor) -> Tensor:
         """A student output with its sample axis first, like the cached teacher outputs."""
         return value.movedim(self.output_axes.get(name) or 0, 0)
+
+    def canonical(self, logits: Tensor) -> Tensor:
+        """The student's first output as the logit losses read it: [N, C, positions...]."""
+        name = next(iter(self.output_axes), None)
+        return self.samples_first(name, logits).movedim(self.class_axis, 1)
+
+    def teachers_canonical(self, logits: Tensor) -> Tensor:
+        """Teachers' first outputs [teachers, N, ...] as [teachers, N, C, positions...]."""
+        return logits.movedim(self.class_axis + 1, 2)
 
 
 @dataclass
@@ -100,14 +124,14 @@ def evaluate(student: GraphModule, split: Split, batch: int) -> float:
     world = World.current()
     if split.labels is None and not split.class_first:
         return _output_fidelity(student, split, batch)
-    axis = class_axis(split.teacher_logits.ndim - 1) or 1  # per sample, time step or pixel
+    axis = 1  # canonical logits [N, C, positions...]: per sample, time step or pixel
     reference = split.labels
     if reference is None:
         reference = torch.softmax(split.teacher_logits, dim=axis + 1).mean(dim=0).argmax(axis)
     correct = 0.0
     with torch.no_grad():
         for index in world.shard(torch.arange(len(split))).split(batch):
-            logits = student(*split.batch(index).values())[0]
+            logits = split.canonical(student(*split.batch(index).values())[0])
             hits = logits.argmax(dim=axis).cpu() == reference[index].cpu()
             correct += float(hits.reshape(len(index), -1).float().mean(dim=1).sum())
     metric = world.total(correct) / len(split)
@@ -277,7 +301,9 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
     if options.augments:
         feeds = augment(feeds, options)
         fresh = teachers.batch_outputs(feeds)
-        teacher_logits = next(iter(fresh.values())).to(teacher_logits.device)
+        teacher_logits = train.teachers_canonical(next(iter(fresh.values()))).to(
+            teacher_logits.device
+        )
         teacher_others = {name: fresh[name].to(teacher_logits.device) for name in teacher_others}
     maps = plan.maps if objective.needs("maps") else []
     embedding = [plan.embedding] if objective.needs("embedding") else []
@@ -287,7 +313,7 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
         with torch.no_grad():
             t_values = teachers.torch_teacher.run(feeds, [t for _, t in maps + embedding])
     return Signals(
-        student_logits=s_values[student.output_names[0]],
+        student_logits=train.canonical(s_values[student.output_names[0]]),
         teacher_probs=Ensemble.soft_targets(teacher_logits, options.temperature),
         temperature=options.temperature,
         labels=None if train.labels is None else train.labels[index],

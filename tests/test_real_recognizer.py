@@ -1,0 +1,99 @@
+"""A CRNN-style text recogniser (conv -> bidirectional LSTM/GRU -> [T, N, C] log-probs,
+dynamic batch and width) through the torch executor and distillation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from onnx import numpy_helper  # noqa: E402
+
+from onnxslim_kd.distill.executor import GraphModule, to_torch  # noqa: E402
+from onnxslim_kd.distill.ops import RULES  # noqa: E402
+from onnxslim_kd.distill.ops.registry import Rule  # noqa: E402
+from onnxslim_kd.graph.save import save  # noqa: E402
+from onnxslim_kd.graph.session import make_session  # noqa: E402
+from tests.recognizer import CLASSES, HEIGHT, export_recognizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def recognizers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("recognizers")
+    return {
+        (rnn, opset): export_recognizer(folder / f"{rnn}{opset}.onnx", rnn, opset)
+        for rnn in ("lstm", "gru")
+        for opset in (12, 17)
+    }
+
+
+def _lines(count: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, 1, HEIGHT, width), np.float32)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@pytest.mark.parametrize("opset", [12, 17])
+def test_executor_matches_onnxruntime_at_two_widths(recognizers, rnn, opset):
+    model = onnx.load(recognizers[rnn, opset])
+    assert rnn.upper() in {node.op_type for node in model.graph.node}
+    module = GraphModule(model)
+    for width in (64, 100):
+        feeds = {"image": _lines(3, width)}
+        (reference,) = make_session(model).run(None, feeds)
+        with torch.no_grad():
+            (ours,) = module(*to_torch(feeds).values())
+        assert ours.shape == reference.shape == (width // 4, 3, CLASSES)
+        assert np.abs(ours.numpy() - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
+def _damaged(path, tmp_path):
+    """The recogniser with noise on its recurrent and head weights: a student to repair."""
+    model = onnx.load(path)
+    rng = np.random.default_rng(1)
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.dtype == np.float32 and array.ndim >= 2 and array.size > 500:
+            noisy = array + rng.normal(0, 0.3, array.shape).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(noisy, tensor.name))
+    return save(model, tmp_path / "damaged.onnx")
+
+
+def test_distill_repairs_a_sequence_output_per_time_step(cli, recognizers, tmp_path):
+    teacher = recognizers["lstm", 12]
+    student = _damaged(teacher, tmp_path)
+    data = tmp_path / "lines.npz"
+    np.savez(data, image=_lines(48, 64))
+    result = cli("distill", student, "-o", tmp_path / "kd.onnx", "--teacher", teacher,
+                 "--data", data, "--epochs", "8", "--lr", "3e-3", "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["outputs"]["class_axes"] == {"logprobs": 2}
+    assert summary["metric"] == "teacher_agreement"
+    assert summary["executor_parity"]["logprobs"]["max_rel"] < 1e-5
+    assert 0 <= summary["val_before"] < summary["val_after"] <= 1
+    trained = onnx.load(tmp_path / "kd.onnx")
+    dims = [d.dim_param or d.dim_value for d in trained.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, HEIGHT, "width"]
+    (wide,) = make_session(trained).run(None, {"image": _lines(2, 100, seed=9)})
+    assert wide.shape == (25, 2, CLASSES)
+
+
+def test_distill_refuses_a_student_the_executor_computes_wrongly(
+    cli, recognizers, tmp_path, monkeypatch
+):
+    """A wrong torch rule must stop distill before training, naming the output and diff."""
+    for since in RULES.versions("LogSoftmax"):
+        monkeypatch.setitem(RULES._rules["LogSoftmax"], since, Rule(lambda ctx, x: x, since))
+    teacher = recognizers["gru", 17]
+    data = tmp_path / "lines.npz"
+    np.savez(data, image=_lines(8, 64))
+    out = tmp_path / "kd.onnx"
+    result = cli("distill", teacher, "-o", out, "--teacher", teacher, "--data", data,
+                 "--epochs", "1")  # fmt: skip
+    assert result.code == 2
+    assert "the torch student differs from onnxruntime on output 'logprobs'" in result.stderr
+    assert not out.exists()
