@@ -19,7 +19,7 @@ from onnxslim_kd.graph.load import load  # noqa: E402
 from onnxslim_kd.graph.session import make_session  # noqa: E402
 from tests.builders import conv_net, make_model  # noqa: E402
 
-RTOL = 1e-4
+RTOL = 1e-5
 
 
 def _relative_diff(model: onnx.ModelProto, module: GraphModule, feeds: dict) -> float:
@@ -133,3 +133,35 @@ def test_unsupported_op_is_named():
     )
     with pytest.raises(InputError, match="op 'Det' \\(node 'determinant'"):
         GraphModule(model)
+
+
+def test_if_runs_the_branch_its_condition_selects_on_every_call():
+    """A data-dependent If (sum of the input > 0) reading an outer initializer and a
+    Constant of its own, against onnxruntime for inputs that take each branch."""
+    scale = numpy_helper.from_array(np.array([2.0, 3.0], np.float32), "scale")
+    then_graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["then_out"])], "then", [],
+        [helper.make_tensor_value_info("then_out", onnx.TensorProto.FLOAT, [None, 2])],
+    )  # fmt: skip
+    else_graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["bias"], value_floats=[10.0, 20.0]),
+         helper.make_node("Sub", ["x", "bias"], ["else_out"])], "else", [],
+        [helper.make_tensor_value_info("else_out", onnx.TensorProto.FLOAT, [None, 2])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["positive"]),
+        helper.make_node("If", ["positive"], ["y"], then_branch=then_graph, else_branch=else_graph),
+    ]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 2])],
+        [scale, numpy_helper.from_array(np.array(0.0, np.float32), "zero")], opset=17,
+    )  # fmt: skip
+    module = GraphModule(model)
+    for sign in (1.0, -1.0):
+        feeds = {"x": sign * np.abs(np.random.default_rng(0).standard_normal((3, 2), np.float32))}
+        (reference,) = make_session(model).run(None, feeds)
+        with torch.no_grad():
+            (ours,) = module(*to_torch(feeds).values())
+        np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-6)

@@ -7,7 +7,7 @@ in Constant nodes or aliased through Identity are found too, and train like init
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import onnx
@@ -20,6 +20,7 @@ from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.canonicalize import _constant_value
 from onnxslim_kd.graph.io import model_inputs
 from onnxslim_kd.graph.load import opset_of
+from onnxslim_kd.graph.walk import subgraphs
 
 
 class GraphModule(nn.Module):
@@ -33,11 +34,7 @@ class GraphModule(nn.Module):
         check_tensor_interface(graph)
         self.input_names = [spec.name for spec in model_inputs(model)]
         self.output_names = [o.name for o in graph.output]
-        self.steps = [
-            (node, RULES.lookup(node.op_type, opset), OpContext(node, opset))
-            for node in graph.node
-            if node.op_type != "Constant"
-        ]
+        self.steps = compile_steps(graph, opset)
         stored = stored_tensors(graph)
         trainable = trainable_names(graph, stored, opset)
         self.weights = nn.ParameterList()
@@ -73,27 +70,92 @@ class GraphModule(nn.Module):
         """Every tensor the graph computes, by name (inputs and weights included)."""
         values: dict[str, Tensor] = {**self.named_weights(), **feeds}
         values.update({name: getattr(self, key) for name, key in self._constants.items()})
-        for node, rule, context in self.steps:
-            args = [values[name] if name else None for name in node.input]
-            result = rule.fn(context, *args)
-            outputs = result if isinstance(result, tuple | list) else (result,)
-            for name, value in zip(node.output, outputs, strict=False):
-                if name:
-                    values[name] = value
-        return values
+        return execute(self.steps, values)
+
+
+Step = tuple[onnx.NodeProto, Callable[[dict[str, Tensor]], Sequence[Tensor]]]
+
+
+def compile_steps(graph: onnx.GraphProto, opset: int) -> list[Step]:
+    """Each non-Constant node with the callable that computes its outputs from the values."""
+    steps: list[Step] = []
+    for node in graph.node:
+        if node.op_type == "Constant":
+            continue
+        if node.op_type == "If":
+            steps.append((node, IfStep(node, opset)))
+            continue
+        rule, context = RULES.lookup(node.op_type, opset), OpContext(node, opset)
+
+        def apply(values, rule=rule, context=context, node=node) -> Sequence[Tensor]:
+            result = rule.fn(context, *[values[name] if name else None for name in node.input])
+            return result if isinstance(result, tuple | list) else (result,)
+
+        steps.append((node, apply))
+    return steps
+
+
+def execute(steps: list[Step], values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Run `steps` in order, adding every named output to `values` (returned)."""
+    for node, apply in steps:
+        for name, value in zip(node.output, apply(values), strict=False):
+            if name:
+                values[name] = value
+    return values
+
+
+class IfStep:
+    """An If node: the branch its condition selects runs, reading outer-scope tensors.
+
+    The condition is evaluated eagerly on every call, so a data-dependent If is exact
+    too. Tensors stored inside branches are constants here (they do not train).
+    """
+
+    def __init__(self, node: onnx.NodeProto, opset: int) -> None:
+        self.node = node
+        self.branches = {}
+        for attr in node.attribute:
+            if attr.name in ("then_branch", "else_branch"):
+                branch = attr.g
+                check_tensor_interface(branch)
+                stored = {k: to_tensor(np.array(v)) for k, v in stored_tensors(branch).items()}
+                outputs = [o.name for o in branch.output]
+                self.branches[attr.name] = (compile_steps(branch, opset), stored, outputs)
+
+    def __call__(self, values: dict[str, Tensor]) -> list[Tensor]:
+        condition = values[self.node.input[0]]
+        chosen = "then_branch" if bool(condition.reshape(-1)[0]) else "else_branch"
+        steps, stored, outputs = self.branches[chosen]
+        device = condition.device
+        scope = {**values, **{k: v.to(device) for k, v in stored.items()}}
+        found = execute(steps, scope)
+        return [found[name] for name in outputs]
+
+
+#: Ops the executor runs itself: Constant (a stored tensor), If (a branch of its own).
+BUILTINS = frozenset({"Constant", "If"})
 
 
 def _unsupported(node: onnx.NodeProto, opset: int) -> bool:
-    if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-        return False
-    return node.domain not in ("", "ai.onnx") or RULES.lookup(node.op_type, opset) is None
+    if node.domain not in ("", "ai.onnx"):
+        return True
+    return node.op_type not in BUILTINS and RULES.lookup(node.op_type, opset) is None
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    """The graph's nodes and those of its If branches, depth first."""
+    for node in graph.node:
+        yield node
+        if node.op_type == "If":
+            for branch in subgraphs(node):
+                yield from _all_nodes(branch)
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     """Op types of `model` the executor has no rule for (at its opset), in graph order."""
     opset = opset_of(model)
     missing: list[str] = []
-    for node in model.graph.node:
+    for node in _all_nodes(model.graph):
         name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
         if _unsupported(node, opset) and name not in missing:
             missing.append(name)
@@ -103,7 +165,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
 def check_supported(model: onnx.ModelProto) -> None:
     """Raise InputError naming the first op (and node) the executor has no rule for."""
     opset = opset_of(model)
-    for node in model.graph.node:
+    for node in _all_nodes(model.graph):
         if _unsupported(node, opset):
             raise InputError(
                 f"distill: op '{node.op_type}' (node '{node.name}', domain "

@@ -55,7 +55,7 @@ def plan_features(
 
 def _computed(module: GraphModule, values: dict[str, Tensor]) -> list[str]:
     """Names of float tensors the graph computes, in execution order, outputs excluded."""
-    names = [name for node, _, _ in module.steps for name in node.output if name in values]
+    names = [name for node, _ in module.steps for name in node.output if name in values]
     skip = set(module.output_names)
     return [n for n in names if n not in skip and values[n].dtype.is_floating_point]
 

@@ -86,11 +86,10 @@ CATALOG: dict[str, OpInfo] = {
     },
     **_family("ConstantOfShape Expand Gather Range Size Tile", fold="exact"),
     **_family("GatherElements GatherND ScatterElements ScatterND Trilu NonZero OneHot EyeLike"),
-    # recurrent layers
+    # recurrent layers, control flow, stored tensors
     **_family("LSTM GRU RNN"),
+    **_family("If Constant"),
 }
-#: Ops the executor reads as stored weights, not as steps (see distill.executor).
-EXECUTOR_BUILTINS = frozenset({"Constant"})
 
 
 def ops_where(**wanted) -> frozenset[str]:

@@ -67,38 +67,33 @@ def conv(ctx: OpContext, x: Tensor, w: Tensor, b: Tensor | None = None) -> Tenso
 
 @register("ConvTranspose", weights=(1, 2))
 def conv_transpose(ctx: OpContext, x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
-    """Full transposed convolution, then the ONNX pads (given or derived) cropped off."""
+    """The full transposed convolution, then the ONNX pads (given, or derived from
+    output_shape/auto_pad) cropped off and output_padding added as zeros, then the bias.
+
+    Negative derived pads (an output_shape past the full output) pad with zeros too.
+    """
     rank = x.dim() - 2
     _rank_supported(ctx, rank)
     strides = ctx.attr("strides", [1] * rank)
     dilations = ctx.attr("dilations", [1] * rank)
     extra = list(ctx.attr("output_padding", [0] * rank))
-    natural = [
-        s * (n - 1) + (k - 1) * d + 1
-        for n, k, s, d in zip(x.shape[2:], w.shape[2:], strides, dilations, strict=True)
-    ]
+    y = _CONV_T[rank](x, w, None, strides, 0, 0, ctx.attr("group", 1), dilations)
     wanted = ctx.attr("output_shape")
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     if wanted is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         wanted = [n * s for n, s in zip(x.shape[2:], strides, strict=True)]
     if wanted is not None:
-        wanted = list(wanted)[-rank:]
-        totals = [full + e - size for full, e, size in zip(natural, extra, wanted, strict=True)]
-        if min(totals) < 0:
-            raise ctx.unsupported("an output_shape larger than the full transposed output")
+        sizes = zip(y.shape[2:], extra, list(wanted)[-rank:], strict=True)
+        totals = [full + e - size for full, e, size in sizes]
         upper = auto_pad == "SAME_UPPER"
         begins = [t // 2 if upper else t - t // 2 for t in totals]
-        pads = begins + [t - b for t, b in zip(totals, begins, strict=True)]
-    elif auto_pad == "VALID" or auto_pad in ("NOTSET", ""):
-        pads = list(ctx.attr("pads", [0] * 2 * rank))
+        ends = [t - b for t, b in zip(totals, begins, strict=True)]
     else:
-        raise ctx.unsupported(f"auto_pad={auto_pad}")
-    if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations, strict=True)):
-        raise ctx.unsupported("an output_padding not smaller than its stride or dilation")
-    y = _CONV_T[rank](x, w, b, strides, 0, extra, ctx.attr("group", 1), dilations)
-    crop = [slice(None), slice(None)]
-    crop += [slice(pads[i], y.shape[2 + i] - pads[rank + i]) for i in range(rank)]
-    return y[tuple(crop)]
+        pads = list(ctx.attr("pads", [0] * 2 * rank))
+        begins, ends = pads[:rank], pads[rank:]
+    ends = [e - more for e, more in zip(ends, extra, strict=True)]
+    y = pad_explicitly(y, [-p for p in begins], [-p for p in ends])
+    return y if b is None else y + b.reshape(1, -1, *[1] * rank)
 
 
 def _pool_geometry(ctx: OpContext, x: Tensor):
