@@ -44,6 +44,10 @@ def relative_diff(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float
     )
 
 
+def _row(model: str, exporter: str, diff: float) -> dict:
+    return {"model": model, "exporter": exporter, "max_rel_diff": diff}
+
+
 def zoo_rows(exporters: list[str]) -> list[dict]:
     spec = importlib.util.spec_from_file_location("zoo", ROOT / "samples/zoo/export.py")
     zoo = importlib.util.module_from_spec(spec)
@@ -53,7 +57,7 @@ def zoo_rows(exporters: list[str]) -> list[dict]:
         for name in zoo.ARCHITECTURES:
             model = load(zoo.ensure_exported(name, exporter))
             diff = relative_diff(model, random_data(model, batch=2).inputs)
-            rows.append({"model": name, "exporter": exporter, "max_rel_diff": diff})
+            rows.append(_row(name, exporter, diff))
             print(f"{name:20s} {exporter:7s} {diff:.2e}", file=sys.stderr)
     return rows
 
@@ -68,8 +72,7 @@ def family_rows(folder: Path) -> list[dict]:
                 relative_diff(model, {"image": rng.standard_normal((2, 1, HEIGHT, w), np.float32)})
                 for w in (64, 100)
             )
-            rows.append({"model": f"recogniser ({rnn.upper()})", "exporter": f"legacy opset {opset}",
-                         "max_rel_diff": diff})  # fmt: skip
+            rows.append(_row(f"recogniser ({rnn.upper()})", f"legacy opset {opset}", diff))
     for opset in (12, 17):
         model = onnx.load(export_detector(folder / f"yolo{opset}.onnx", opset=opset))
         name = model.graph.input[0].name
@@ -77,12 +80,12 @@ def family_rows(folder: Path) -> list[dict]:
             relative_diff(model, random_data(model, {name: [2, 3, size, size]}).inputs)
             for size in (64, 96)
         )
-        rows.append({"model": "YOLO-style detector", "exporter": f"legacy opset {opset}",
-                     "max_rel_diff": diff})  # fmt: skip
+        rows.append(_row("YOLO-style detector", f"legacy opset {opset}", diff))
     vad = voice_activity()
     feeds = random_data(vad, batch=2).inputs
-    rows.append({"model": "voice activity (state, scalar inputs)", "exporter": "onnx helper",
-                 "max_rel_diff": relative_diff(vad, feeds)})  # fmt: skip
+    rows.append(
+        _row("voice activity (state, scalar inputs)", "onnx helper", relative_diff(vad, feeds))
+    )
     return rows
 
 
