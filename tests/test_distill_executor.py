@@ -165,3 +165,39 @@ def test_if_runs_the_branch_its_condition_selects_on_every_call():
         with torch.no_grad():
             (ours,) = module(*to_torch(feeds).values())
         np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-6)
+
+
+class _Encoder(torch.nn.Module):
+    """A transformer encoder layer (GELU MLP, LayerNorm) then multi-head attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(
+            32, 4, 64, dropout=0.0, batch_first=True, activation="gelu"
+        )
+        self.attention = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        y = self.layer(x)
+        return self.attention(y, y, y)[0]
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_attention_blocks_as_exported(tmp_path, dynamo):
+    """MatMul + Softmax + Transpose/Reshape head splitting, LayerNorm, Gelu, as both
+    exporters write them; the dynamo export keeps the sequence length dynamic."""
+    torch.manual_seed(0)
+    path = tmp_path / "encoder.onnx"
+    sequence = torch.export.Dim("sequence") if dynamo else None
+    torch.onnx.export(
+        _Encoder().eval(), (torch.randn(2, 10, 32),), str(path), dynamo=dynamo,
+        input_names=["x"], output_names=["y"],
+        dynamic_axes=None if dynamo else {"x": {0: "batch"}},
+        dynamic_shapes=({1: sequence},) if dynamo else None,
+    )  # fmt: skip
+    model = load(path)
+    assert {"Softmax", "LayerNormalization", "MatMul"} <= {n.op_type for n in model.graph.node}
+    module = GraphModule(model)
+    for length in (10, 7) if dynamo else (10,):
+        feeds = {"x": np.random.default_rng(length).standard_normal((2, length, 32), np.float32)}
+        assert _relative_diff(model, module, feeds) < RTOL
