@@ -24,6 +24,10 @@ class OpInfo:
     fold: canonicalize folds it on constants: "exact" always, "integer" on integers only.
     quantize: "int8" a compute op quantized with per-channel weights, "float" kept in
         float on purpose, "onnxruntime" left to onnxruntime's quantizer.
+    zero_is_inactive: a zero output means a dead unit (ReLU-like): the APoZ criterion
+        observes its output.
+    keeps_channels: every channel stays where it is and depends on itself only, so a
+        Split's cut of a conv reaches the conv through it (YOLO's C2f).
     """
 
     prune: str | None = None
@@ -31,10 +35,15 @@ class OpInfo:
     macs: bool = False
     fold: str | None = None
     quantize: str = "onnxruntime"
+    zero_is_inactive: bool = False
+    keeps_channels: bool = False
 
 
 def _family(names: str, **info) -> dict[str, OpInfo]:
     return {name: OpInfo(**info) for name in names.split()}
+
+
+_RELU_LIKE = {"zero_is_inactive": True, "keeps_channels": True}
 
 
 CATALOG: dict[str, OpInfo] = {
@@ -45,16 +54,20 @@ CATALOG: dict[str, OpInfo] = {
     **_family("MatMul", prune="MatMul", macs=True, quantize="int8"),
     **_family("Einsum"),
     # normalization
-    **_family("BatchNormalization InstanceNormalization", prune="PerChannelParams"),
+    **_family("BatchNormalization", prune="PerChannelParams", keeps_channels=True),
+    **_family("InstanceNormalization", prune="PerChannelParams"),
     **_family("LayerNormalization GroupNormalization LRN MeanVarianceNormalization"),
     # activations and element-wise math that keep channels in place
+    **_family("Relu Clip LeakyRelu HardSwish Elu Selu", prune="Unary", **_RELU_LIKE),
+    **_family("Mish", prune="Unary", zero_is_inactive=True),
+    **_family("Sigmoid Tanh HardSigmoid", prune="Unary", keeps_channels=True),
     **_family(
-        "Relu Clip Sigmoid HardSigmoid HardSwish LeakyRelu Elu Selu Celu Tanh Softplus "
-        "Softsign Gelu Erf Mish ThresholdedRelu Dropout Sqrt Abs Exp Reciprocal Floor Ceil "
-        "Round Sign",
+        "Celu Softplus Softsign Gelu Erf ThresholdedRelu Dropout Sqrt Abs Exp Reciprocal "
+        "Floor Ceil Round Sign",
         prune="Unary",
     ),
-    **_family("Identity Cast", prune="Unary", fold="exact"),
+    **_family("Identity", prune="Unary", fold="exact", keeps_channels=True),
+    **_family("Cast", prune="Unary", fold="exact"),
     **_family("Neg", prune="Unary", fold="integer"),
     **_family("Add Sub Mul Max Min", prune="Binary", fold="integer"),
     **_family("Div Pow PRelu", prune="Binary"),

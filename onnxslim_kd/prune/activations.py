@@ -9,13 +9,14 @@ import numpy as np
 import onnx
 
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.walk import clone, producers
 from onnxslim_kd.prune.analysis import Analysis
 
 #: Ops after which a zero means "inactive", the tensors APoZ should look at.
-RELU_LIKE = frozenset({"Relu", "Clip", "LeakyRelu", "HardSwish", "Elu", "Selu", "Mish"})
+RELU_LIKE = ops_where(zero_is_inactive=True)
 
 
 def observed_tensors(an: Analysis, roots: list[int]) -> dict[int, str]:

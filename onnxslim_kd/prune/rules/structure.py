@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
 from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
@@ -59,8 +60,7 @@ def _split_sizes(an: Analysis, node: onnx.NodeProto, size: int) -> list[int] | N
 
 
 #: Ops that keep every channel where it is, through which a Split's cut reaches its conv.
-_CHANNELWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip",
-                "Elu", "Selu", "Identity", "BatchNormalization"}  # fmt: skip
+_CHANNELWISE = ops_where(keeps_channels=True)
 
 
 def split_cuts(an: Analysis) -> dict[str, list[int]]:
