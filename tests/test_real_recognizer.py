@@ -97,3 +97,14 @@ def test_distill_refuses_a_student_the_executor_computes_wrongly(
     assert result.code == 2
     assert "the torch student differs from onnxruntime on output 'logprobs'" in result.stderr
     assert not out.exists()
+
+
+def test_recurrent_layers_count_their_macs(recognizers):
+    """T x N steps, each multiplying the input by W and the state by R, per direction."""
+    from onnxslim_kd.graph.stats import model_stats
+
+    model = onnx.load(recognizers["lstm", 12])
+    per_node = model_stats(model, {"image": [1, 1, HEIGHT, 64]}).macs_per_node
+    (lstm,) = [macs for label, macs in per_node.items() if "LSTM" in label]
+    steps = 64 // 4
+    assert lstm == steps * (2 * 96 * 32 + 2 * 96 * 24)

@@ -126,14 +126,14 @@ def count_params(model: onnx.ModelProto) -> int:
 
 
 def macs_per_node(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, int]:
-    """Multiply-accumulates of each Conv, ConvTranspose, Gemm and MatMul node."""
+    """Multiply-accumulates of each Conv, ConvTranspose, Gemm, MatMul and LSTM/GRU/RNN node."""
     macs: dict[str, int] = {}
     for index, node in enumerate(model.graph.node):
         rule = MAC_RULES.get(node.op_type)
         if rule is None:
             continue
         ins = [shapes.get(name) for name in node.input]
-        out = shapes.get(node.output[0])
+        out = next((shapes.get(name) for name in node.output if name), None)  # LSTM: Y unused
         if out is None or any(s is None for s in ins[:2]):
             continue
         macs[node_label(node, index)] = rule(node, ins, out)
@@ -160,9 +160,19 @@ def _matmul_macs(node, ins, out) -> int:
     return math.prod(out) * ins[0][-1]
 
 
+def _recurrent_macs(node, ins, out) -> int:
+    """Every step (of T x N) multiplies its input by W and its state by R, per direction:
+    W is [directions, gates * hidden, input], R [directions, gates * hidden, hidden]."""
+    steps, weights, recurrent = ins[0][:-1], ins[1], ins[2]
+    return math.prod(steps) * (math.prod(weights) + math.prod(recurrent or [0]))
+
+
 MAC_RULES = {
     "Conv": _conv_macs,
     "ConvTranspose": _conv_transpose_macs,
     "Gemm": _gemm_macs,
     "MatMul": _matmul_macs,
+    "LSTM": _recurrent_macs,
+    "GRU": _recurrent_macs,
+    "RNN": _recurrent_macs,
 }
