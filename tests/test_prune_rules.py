@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.prune import PruneOptions, prune
@@ -301,3 +302,33 @@ def test_a_shape_whose_channel_count_is_read_blocks_the_channels():
     _, summary = prune_lossless(_view_by_batch(channel_index=1))
     conv = next(g for g in summary.groups if g.id == "conv1")
     assert conv.status == "skipped" and "passes on the channel count" in conv.reasons[0]
+
+
+def _conv_to_recurrent(op_type: str, gates: int, hidden: int = 5, directions: int = 2):
+    """conv -> relu -> [W, N, C] columns -> a bidirectional recurrent layer (CRNN)."""
+    g = Graph(shape=(2, 4, 1, 6))
+    features = g.op("Relu", [g.conv("input", 4, 8)])
+    squeezed = g.op("Squeeze", [features, g.const(np.array([2]))])
+    columns = g.op("Transpose", [squeezed], perm=[2, 0, 1])
+    w = g.weight(directions, gates * hidden, 8)
+    r = g.weight(directions, gates * hidden, hidden)
+    b = g.weight(directions, 2 * gates * hidden)
+    direction = "bidirectional" if directions == 2 else "forward"
+    y = g.op(op_type, [columns, w, r, b], hidden_size=hidden, direction=direction)
+    return g.model(y)
+
+
+@pytest.mark.parametrize(("op_type", "gates"), [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_recurrent_layers_take_pruned_input_features(op_type, gates):
+    pruned, _ = prune_lossless(_conv_to_recurrent(op_type, gates))
+    assert weights(pruned)[f"{op_type.lower()}1:1"] == (2, gates * 5, 4)
+    assert weights(pruned)[f"{op_type.lower()}1:2"] == (2, gates * 5, 5)  # hidden units stay
+
+
+def test_constant_inputs_of_a_recurrent_layer_fold_into_its_input_bias():
+    model = _dead_filters(_conv_to_recurrent("LSTM", 4), "conv1", [0, 2, 4, 6])
+    plan = {"format": "onnxslim-kd/prune-plan/1", "groups": {"conv1": {"keep": [1, 3, 5, 7]}}}
+    pruned, summary = prune(model, PruneOptions(plan=plan, keep_stem=False, round_to=1))
+    assert weights(pruned)["lstm1:1"] == (2, 20, 4)
+    assert "'lstm1': folded 4 constant inputs into its bias" in summary.warnings
+    _assert_exact(model, pruned)

@@ -100,7 +100,7 @@ CATALOG: dict[str, OpInfo] = {
     **_family("ConstantOfShape Expand Gather Range Size Tile", fold="exact"),
     **_family("GatherElements GatherND ScatterElements ScatterND Trilu NonZero OneHot EyeLike"),
     # recurrent layers, control flow, stored tensors
-    **_family("LSTM GRU RNN", macs=True),
+    **_family("LSTM GRU RNN", prune="Recurrent", macs=True),
     **_family("If Constant"),
 }
 

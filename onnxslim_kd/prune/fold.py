@@ -74,7 +74,7 @@ def compensate_removed(
             if node.op_type == "Conv" and _padded(node, an):
                 notes.append(f"'{node.name}': constant channels dropped (padding: no exact fold)")
                 continue
-        if node.op_type not in ("Conv", "Gemm") or not _fold(an, index, removed, mean[removed]):
+        if node.op_type not in _FOLDABLE or not _fold(an, index, removed, mean[removed]):
             notes.append(f"'{node.name}': removed inputs not compensated (no bias to fold into)")
             continue
         how = "constant" if data is None else "mean-compensated"
@@ -114,10 +114,16 @@ def _padded(node: onnx.NodeProto, an: Analysis) -> bool:
     return any(k > 1 for k in kernel) and (any(pads) or auto_pad not in (b"NOTSET", b"VALID"))
 
 
+#: Consumers with a bias that removed inputs' mean contributions can be folded into.
+_FOLDABLE = ("Conv", "Gemm", "LSTM", "GRU", "RNN")
+
+
 def _fold(an: Analysis, index: int, positions: np.ndarray, values: np.ndarray) -> bool:
     """bias += sum_c value_c * W[:, c] (summed over the kernel), on a private bias copy."""
     node = an.graph.node[index]
     weight = an.const(node.input[1]).astype(np.float64)
+    if node.op_type in ("LSTM", "GRU", "RNN"):
+        return _fold_recurrent(an, index, np.einsum("dgi,i->dg", weight[:, :, positions], values))
     if node.op_type == "Conv":
         taps = weight[:, positions].reshape(len(weight), len(positions), -1)
         delta = np.einsum("ocx,c->o", taps, values)
@@ -125,6 +131,32 @@ def _fold(an: Analysis, index: int, positions: np.ndarray, values: np.ndarray) -
         matrix = weight.T if attribute(node, "transB", 0) else weight
         delta = attribute(node, "alpha", 1.0) * (values @ matrix[positions])
     return _add_to_bias(an, index, delta)
+
+
+def _fold_recurrent(an: Analysis, index: int, delta: np.ndarray) -> bool:
+    """B is [directions, 2 * gates * hidden]: W's bias (the first half) takes `delta`."""
+    node = an.graph.node[index]
+    name = node.input[3] if len(node.input) > 3 and node.input[3] else None
+    bias = an.const(name) if name else None
+    if bias is None and name:
+        return False  # a computed bias
+    if bias is None:
+        bias = np.zeros((delta.shape[0], 2 * delta.shape[1]), np.float32)
+    new = bias.astype(np.float64)
+    new[:, : delta.shape[1]] += delta
+    _use_private_input(an, node, 3, new.astype(np.float32), "folded_bias")
+    return True
+
+
+def _use_private_input(an, node: onnx.NodeProto, position: int, value, suffix: str) -> None:
+    """Point input `position` of `node` at a new initializer holding `value`."""
+    private = f"{node.name or node.output[0]}.{suffix}"
+    tensor = numpy_helper.from_array(value, private)
+    an.model.graph.initializer.append(tensor)
+    an.initializers[private] = tensor
+    while len(node.input) <= position:
+        node.input.append("")
+    node.input[position] = private
 
 
 def _add_to_bias(an: Analysis, index: int, delta: np.ndarray) -> bool:
@@ -138,11 +170,5 @@ def _add_to_bias(an: Analysis, index: int, delta: np.ndarray) -> bool:
         bias = np.zeros(len(delta), np.float32)
         an.slices.append(ParamSlice(index, 2, 0, an.node_layouts[index][1].with_axis(0, 1)))
     new = (bias.astype(np.float64) + delta / beta).astype(np.float32)
-    private = f"{node.name or node.output[0]}.folded_bias"
-    tensor = numpy_helper.from_array(new, private)
-    an.model.graph.initializer.append(tensor)
-    an.initializers[private] = tensor
-    while len(node.input) < 3:
-        node.input.append("")
-    node.input[2] = private
+    _use_private_input(an, node, 2, new, "folded_bias")
     return True

@@ -7,6 +7,7 @@ from onnxslim_kd.prune.rules.conv import Conv, ConvTranspose
 from onnxslim_kd.prune.rules.elementwise import Binary, Unary
 from onnxslim_kd.prune.rules.linear import Gemm, MatMul
 from onnxslim_kd.prune.rules.norm import PerChannelParams
+from onnxslim_kd.prune.rules.recurrent import Recurrent
 from onnxslim_kd.prune.rules.spatial import Pad, Pool, Reduce, Resize
 from onnxslim_kd.prune.rules.structure import (
     Concat,
@@ -52,6 +53,7 @@ RULES: dict[str, Rule] = {
     "Squeeze": Squeeze(),
     "Unsqueeze": Unsqueeze(),
     "Transpose": Transpose(),
+    **{op: Recurrent() for op in ("LSTM", "GRU", "RNN")},
     **{op: Unary() for op in UNARY_OPS},
     **{op: Binary() for op in BINARY_OPS},
     **{op: Pool() for op in POOL_OPS},
