@@ -13,13 +13,17 @@ HEIGHT = 16
 CLASSES = 12
 
 
+def _block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
 class Recognizer(nn.Module):
     def __init__(self, rnn: str) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, (HEIGHT // 4, 1)), nn.ReLU(),
+        self.features = nn.Sequential(  # a small VGG-style CRNN backbone
+            *_block(1, 16), nn.MaxPool2d(2), *_block(16, 32), nn.MaxPool2d(2),
+            *_block(32, 48), *_block(48, 48), nn.MaxPool2d((2, 1)),
+            nn.Conv2d(48, 32, (HEIGHT // 8, 1)), nn.ReLU(),
         )  # fmt: skip
         layer = {"lstm": nn.LSTM, "gru": nn.GRU}[rnn]
         self.rnn = layer(32, 24, bidirectional=True)

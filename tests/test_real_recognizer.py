@@ -108,3 +108,68 @@ def test_recurrent_layers_count_their_macs(recognizers):
     (lstm,) = [macs for label, macs in per_node.items() if "LSTM" in label]
     steps = 64 // 4
     assert lstm == steps * (2 * 96 * 32 + 2 * 96 * 24)
+
+
+@pytest.fixture(scope="module")
+def line_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lines")
+    train, test = folder / "train.npz", folder / "test.npz"
+    np.savez(train, image=_lines(32, 64))
+    np.savez(test, image=_lines(16, 64, seed=5))
+    return train, test
+
+
+def _runs_at_two_widths(path) -> None:
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    assert [o.name for o in model.graph.output] == ["logprobs"]
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, HEIGHT, "width"]
+    session = make_session(model)
+    for width in (64, 100):
+        (out,) = session.run(None, {"image": _lines(2, width)})
+        assert out.shape == (width // 4, 2, CLASSES)
+
+
+COMMANDS = {
+    "prune": ["prune", "--ratio", "0.3"],
+    "decompose": ["decompose"],
+    "quantize": ["quantize", "--bench-runs", "2"],
+    "compress": ["compress", "--distill-epochs", "1", "--bench-runs", "2"],
+    "compress-speedup": ["compress", "--distill-epochs", "1", "--bench-runs", "2",
+                         "--target-speedup", "2", "--max-trials", "2"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_runs_on_a_recogniser(cli, tmp_path, recognizers, line_data, rnn, command):
+    model, (train, test) = recognizers[rnn, 12], line_data
+    line = COMMANDS[command]
+    out = tmp_path / "out.onnx"
+    extra = ["--eval-data", test] if line[0] in ("quantize", "compress") else []
+    result = cli(line[0], model, "-o", out, "--data", train, *extra, *line[1:])
+    assert result.code in (0, 3), result.stderr
+    _runs_at_two_widths(out)
+
+
+def test_inspect_gives_macs_at_the_data_width(cli, recognizers, line_data):
+    result = cli("inspect", recognizers["lstm", 12], "--data", line_data[0], "--json")
+    assert result.code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["shapes_used"] == {"image": [1, 1, HEIGHT, 64]}
+    assert record["macs"] == 3_769_344  # the LSTM's 16 steps x (W + R) included
+
+
+def test_prune_reaches_every_conv_but_the_stem_and_the_recurrent_input(cli, tmp_path, recognizers,
+                                                                      line_data):  # fmt: skip
+    out = tmp_path / "p.onnx"
+    result = cli("prune", recognizers["lstm", 17], "-o", out, "--ratio", "0.3",
+                 "--data", line_data[0], "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    record = json.loads(result.stdout)
+    convs = [g for g in record["groups"] if "Conv" in g["id"]]
+    pruned = [g for g in convs if g["status"] == "pruned"]
+    assert len(convs) == 5 and len(pruned) >= 0.8 * len(convs), convs
+    assert record["macs_before"] / record["macs_after"] >= 1.6
+    _runs_at_two_widths(out)
