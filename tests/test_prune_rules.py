@@ -332,3 +332,16 @@ def test_constant_inputs_of_a_recurrent_layer_fold_into_its_input_bias():
     assert weights(pruned)["lstm1:1"] == (2, 20, 4)
     assert "'lstm1': folded 4 constant inputs into its bias" in summary.warnings
     _assert_exact(model, pruned)
+
+
+def test_concat_prunes_the_inputs_whose_channels_lie_on_its_axis():
+    """One input's channels are on the Concat axis, the other's (transposed) are not: the
+    first is pruned as a segment, only the second is blocked."""
+    g = Graph(shape=(2, 4, 4, 4))
+    direct = g.op("Relu", [g.conv("input", 4, 8)])
+    moved = g.op("Transpose", [g.op("Relu", [g.conv("input", 4, 4)])], perm=[0, 3, 2, 1])
+    joined = g.op("Concat", [direct, moved], axis=1)
+    pruned, summary = prune_lossless(g.model(g.conv(joined, 12, 3)))
+    assert weights(pruned)["conv1:1"] == (4, 4, 3, 3) and weights(pruned)["conv3:1"] == (3, 8, 3, 3)
+    reasons = {r for group in summary.groups for r in group.reasons}
+    assert "Concat 'concat1' joins it on another axis" in reasons

@@ -24,19 +24,31 @@ from onnxslim_kd.prune.rules.base import (
 
 class Concat(Rule):
     """On the channel axis the output is the inputs' segments in order (offsets into the
-    consumer's channels); on any other axis all inputs must share their channels."""
+    consumer's channels); on any other axis all inputs must share their channels.
+
+    Inputs whose channels lie on another axis than the others cannot join them: when
+    some inputs have their channels on the concatenation axis, those are pruned as
+    segments and only the others are blocked (fixed segments of the output).
+    """
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         rank = an.rank(node.output[0])
         tracked = [lay for name in node.input if (lay := an.layout(name))]
-        if rank is None or len({lay.axis for lay in tracked}) != 1:
-            block_inputs(an, node, f"Concat '{label(node, index)}' of differing layouts")
+        if rank is None or not tracked:
+            block_inputs(an, node, f"Concat '{label(node, index)}' of unknown rank")
             return
         axis = attribute(node, "axis") % rank
-        channel = tracked[0].axis
+        axes = {lay.axis for lay in tracked}
+        if len(axes) > 1 and axis not in axes:
+            block_inputs(an, node, f"Concat '{label(node, index)}' of differing layouts")
+            return
+        channel = axis if len(axes) > 1 else tracked[0].axis
         parts = []
         for name in node.input:
             lay = an.layout(name)
+            if lay is not None and lay.axis != channel:
+                an.block(lay, f"Concat '{label(node, index)}' joins it on another axis")
+                lay = None
             if lay is None:
                 size = (an.shape(name) or [0] * rank)[channel]
                 lay = an.fixed(size, channel, rank, f"Concat '{label(node, index)}' input '{name}'")
