@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress or tables")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="progress on stderr: text (bars on a terminal, one line per stage and epoch "
+        "otherwise) or json (one JSON object per event, for CI systems)",
+    )  # fmt: skip
     parser = ArgumentParser(
         prog="onnxslim-kd",
         description=DESCRIPTION,
@@ -99,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = split_json_flag(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    progress.ENABLED = not args.quiet and sys.stderr.isatty()
+    progress.configure(args.quiet, args.log_format)
     try:
         guard(args, args.paths)
         return args.handler(args)

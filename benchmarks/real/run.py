@@ -4,8 +4,12 @@ Families (built here, no downloads; the digits weights are real, the heads rando
 dynamic H/W (a detector-style export of the digits CNN), static batch 1 with the batch
 baked into a Reshape, a face-detector-like net (box [N,4], landmarks [N,10], Softmax face
 probability [N,2], box first), weights in Constant nodes at opset 11 with dynamic H/W,
-a voice-activity net with a state input on axis 1 and a scalar sample rate, and a
-YOLO-style detector (tests/yolo_like.py, random weights, random images: structure only).
+a voice-activity net with a state input on axis 1 and a scalar sample rate, a
+YOLO-style detector (tests/yolo_like.py), a CRNN text recogniser with a bidirectional LSTM
+and a [T, N, C] output (tests/recognizer.py), and torchvision's segmenters LR-ASPP and
+DeepLabV3 (MobileNetV3) and FCN-ResNet50 with dynamic H/W, LR-ASPP also with a static
+batch of 1 (tests/segmentation.py). Random weights and random inputs beyond digits:
+structure only.
 
 Each row: the command, its exit code, MACs before/after, the latency ratio (compress
 times original and result interleaved in one run), and the fidelity of every output
@@ -42,6 +46,8 @@ from tests.real_exports import (  # noqa: E402
     static_batch,
     voice_activity,
 )
+from tests.recognizer import HEIGHT, export_recognizer  # noqa: E402
+from tests.segmentation import SIZE, export_segmenter  # noqa: E402
 from tests.yolo_like import export_detector  # noqa: E402
 
 DIGITS = ROOT / "samples" / "digits"
@@ -85,6 +91,25 @@ def families(work: Path) -> dict[str, tuple[Path, Path, Path]]:
         export_detector(work / "yolo.onnx", opset=12), work / "images_train.npz",
         work / "images_test.npz",
     )  # fmt: skip
+    for name, count in (("lines_train", 128), ("lines_test", 32)):
+        np.savez(work / f"{name}.npz",
+                 image=rng.standard_normal((count, 1, HEIGHT, 64), np.float32))  # fmt: skip
+    out["CRNN recogniser (BiLSTM, [T,N,C]), opset 12, dynamic width"] = (
+        export_recognizer(work / "crnn.onnx", "lstm", 12), work / "lines_train.npz",
+        work / "lines_test.npz",
+    )  # fmt: skip
+    for name, count in (("scenes_train", 64), ("scenes_test", 16)):
+        np.savez(work / f"{name}.npz",
+                 input=rng.standard_normal((count, 3, *SIZE), np.float32))  # fmt: skip
+    scenes = (work / "scenes_train.npz", work / "scenes_test.npz")
+    for label, name, opset, dynamic in (
+        ("LR-ASPP MobileNetV3, opset 12, dynamic H/W", "lraspp_mobilenet_v3_large", 12, True),
+        ("LR-ASPP MobileNetV3, opset 17, static batch 1", "lraspp_mobilenet_v3_large", 17, False),
+        ("DeepLabV3 MobileNetV3, opset 17, dynamic H/W", "deeplabv3_mobilenet_v3_large", 17, True),
+        ("FCN-ResNet50, opset 12, dynamic H/W", "fcn_resnet50", 12, True),
+    ):
+        path = export_segmenter(work / f"{name}{opset}{dynamic}.onnx", name, opset, dynamic)
+        out[label] = (path, *scenes)
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import onnx
 
 from cli.commands.values import POSITIVE
+from onnxslim_kd import progress
 from onnxslim_kd.data import Dataset, Preprocess, load_data, with_data_shapes
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import parse_shapes
@@ -142,8 +143,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def say(args: argparse.Namespace, text: str) -> None:
-    """Human-readable output: on stdout unless JSON goes there or --quiet is set."""
+    """Human-readable output: on stdout unless JSON goes there (then stderr, unless that
+    carries JSON log events) or --quiet is set."""
     if args.quiet:
         return
     stream = sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+    if stream is sys.stderr and progress.MODE == "json":
+        return
     print(text, file=stream)

@@ -14,6 +14,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import POSITIVE
+from onnxslim_kd import progress
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import write_text_atomic
 from onnxslim_kd.graph.validate import run_pair
@@ -66,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
         record["outputs"][name] = entry
         rows.append([name, *(_fmt(entry.get(k)) for k in COLUMNS)])
     emit_json(args.json, record)
-    notes = "".join(f"\nwarning: {w}" for w in roles.warnings)
-    table = markdown_table(["output", *COLUMNS], rows) + f"\n\n{len(data)} samples{notes}"
+    table = markdown_table(["output", *COLUMNS], rows) + f"\n\n{len(data)} samples"
     if args.markdown:
-        write_text_atomic(args.markdown, table + "\n")
+        notes = "".join(f"\nwarning: {w}" for w in roles.warnings)
+        write_text_atomic(args.markdown, table + notes + "\n")
     say(args, table)
+    progress.warn("compare", roles.warnings)
     return 0
 
 

@@ -22,6 +22,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, max_drop, number
+from onnxslim_kd import progress
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.bench.profile import op_type_profile
 from onnxslim_kd.errors import InputError
@@ -267,8 +268,7 @@ def _budget_verdict(
     """Say when the speed-up target was missed; exit 3, saying how close we got, when a
     class output is over the accuracy budget or another output under the SQNR floor."""
     roles = result.comparison.roles
-    for warning in roles.warnings if roles else []:
-        sys.stderr.write(f"onnxslim-kd: warning: {warning}\n")
+    progress.warn("compress", roles.warnings if roles else [])
     if found and found.met and found.chosen.speedup < found.target_speedup:
         best = found.chosen
         sys.stderr.write(

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     val = data_from(args, student, args.eval_data)
     with joined(options.device) as world:
         if not world.main:  # under torchrun only rank 0 shows progress and writes
-            progress.ENABLED = False
+            progress.configure(quiet=True)
         model, summary = distill(student, teachers, data, val=val, options=options)
     if not world.main:
         return 0

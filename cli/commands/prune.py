@@ -17,6 +17,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import FRACTION_KEEP, FRACTION_OPEN, POSITIVE, RATIO
+from onnxslim_kd import progress
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check
 from onnxslim_kd.prune.importance import CRITERIA
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         write_plan(summary.plan, args.plan_out)
     emit_json(args.json, summary.as_dict())
     say(args, render(summary))
+    progress.warn("prune", summary.warnings)
     return 0
 
 
@@ -123,5 +125,4 @@ def render(summary: PruneSummary) -> str:
             f"{spatial['resolution_after']} (stride {spatial['stride_before']} -> "
             f"{spatial['stride_after']})"
         )
-    parts += [f"warning: {w}" for w in summary.warnings]
     return "\n\n".join(parts)

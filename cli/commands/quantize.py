@@ -17,6 +17,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import NON_NEGATIVE, POSITIVE, max_drop
+from onnxslim_kd import progress
 from onnxslim_kd.data import Preprocess, load_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
@@ -134,14 +135,14 @@ def run(args: argparse.Namespace) -> int:
     save_output(quantized, args.output, args.model)
     emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})
     say(args, render(summary, args.output))
+    progress.warn("quantize", summary.warnings)
     return BUDGET_NOT_MET if summary.budget_met is False else 0
 
 
 def render(summary: QuantizeSummary, output: str) -> str:
-    """The choices and results in one table, then the warnings."""
+    """The choices and results in one table (the warnings go to stderr)."""
     rows = [*_choices(summary), *_results(summary), ("result", f"{summary.result} -> {output}")]
-    warnings = [f"WARNING: {text}" for text in summary.warnings]
-    return "\n".join([markdown_table(["quantize", "value"], rows), *warnings])
+    return markdown_table(["quantize", "value"], rows)
 
 
 def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:

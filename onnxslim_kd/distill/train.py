@@ -27,6 +27,7 @@ from onnxslim_kd.distill.losses import Objective, Signals
 from onnxslim_kd.distill.options import DistillOptions
 from onnxslim_kd.distill.teachers import Ensemble
 from onnxslim_kd.progress import progress
+from onnxslim_kd.progress import report as report_event
 from onnxslim_kd.report.fidelity import class_axis as class_axis_of
 
 
@@ -257,6 +258,7 @@ def fit(
             report.stopped = f"no improvement for {options.patience} epochs"
         run.finished = epoch == options.epochs or run.stale >= options.patience
         report.seconds = round(seconds_before + time.perf_counter() - start, 3)
+        _report_epoch(record, report, options, run.finished, time.perf_counter() - start)
         if checkpoint is not None:
             checkpoint.save(run.state_dict())
         if report.stopped != "epochs done":
@@ -264,6 +266,30 @@ def fit(
     if run.best_state is not None:
         student.load_state_dict(run.best_state)
     return report
+
+
+def _report_epoch(record: dict, report: TrainReport, options, finished: bool, elapsed: float):
+    """One log line per epoch: loss, held-out metric (best marked), time and ETA."""
+    if not World.current().main:
+        return
+    done = len(report.history) - int(report.resumed_from or 0)
+    left = 0 if finished else options.epochs - record["epoch"]
+    eta = elapsed / max(done, 1) * left
+    metric = record.get("val_metric")
+    held_out = "" if metric is None else f", held-out {metric:.2%}"
+    best = " (best)" if metric is not None and report.best_epoch == record["epoch"] else ""
+    report_event(
+        "distill",
+        f"epoch {record['epoch']}/{options.epochs} loss {record['loss']:.4g}{held_out}{best}, "
+        f"{elapsed / max(done, 1):.1f} s/epoch" + (f", ETA {_duration(eta)}" if left else ""),
+        epoch=record["epoch"], epochs=options.epochs, loss=record["loss"], val_metric=metric,
+        seconds=round(elapsed, 2), eta_seconds=round(eta, 1),
+    )  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _train_epoch(run, teachers, plan, train, options, description, deadline) -> float:

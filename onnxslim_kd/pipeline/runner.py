@@ -17,7 +17,7 @@ from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
 from onnxslim_kd.pipeline.registry import Pass, PassContext
-from onnxslim_kd.progress import progress
+from onnxslim_kd.progress import progress, report
 from onnxslim_kd.report.comparison import Comparison, bench_feeds, compare_before_after
 from onnxslim_kd.report.outputs import probe_roles
 
@@ -79,11 +79,20 @@ def compress(
             current, record = stored
             record["resumed"] = True
         else:
+            report("compress", f"[{position + 1}/{len(passes)}] {step.name} ...")
             if checkpoints:
                 context.work_dir = checkpoints.stage_dir(entries[: position + 1])
             current, record = _run_pass(step, current, context, verify)
             if checkpoints:
                 checkpoints.store(entries[: position + 1], current, record)
+        resumed = " (resumed)" if record.get("resumed") else ""
+        report(
+            "compress",
+            f"[{position + 1}/{len(passes)}] {step.name} done in {record['seconds']:.1f} s"
+            f"{resumed}: {record['headline']}",
+            step=position + 1, steps=len(passes), pass_name=step.name, seconds=record["seconds"],
+            resumed=bool(resumed),
+        )  # fmt: skip
         records.append(record)
         stages.append((step.name, current))
     comparison = compare_before_after(

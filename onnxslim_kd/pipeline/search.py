@@ -27,7 +27,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
-from onnxslim_kd.progress import progress
+from onnxslim_kd.progress import muted, progress, report
 from onnxslim_kd.report.comparison import bench_feeds
 from onnxslim_kd.report.gate import DEFAULT_MIN_SQNR, accuracy_drop, within_budget
 
@@ -225,6 +225,10 @@ def search(
         ok = within_budget(result.comparison, max_drop, min_sqnr)
         candidate = Candidate(structure, speedup, base - drop, drop, ok, result)
         tried.append(candidate)
+        verdict = "within budget" if ok else "misses the budget"
+        report("search", f"trial {len(tried)} {structure.label}: {speedup:.2f}x, drop "
+               f"{drop:.2%}, {verdict}", trial=len(tried), structure=structure.label,
+               speedup=speedup, drop=drop, within_budget=ok)  # fmt: skip
         return candidate
 
     baseline = next((s for s in structures if s.keep_macs >= 1 and s.downsample == 1), None)
@@ -288,8 +292,9 @@ def _time_structures(
     seen: set[tuple[int, int]] = set()
     for structure in progress(structures, "structures", total=len(structures)):
         recipe = [step for step in structure.recipe(0) if step["name"] != "distill"]
-        result = compress(model, recipe, data=data, eval_data=verify, threads=threads,
-                          bench_runs=0, checkpoints=checkpoints)  # fmt: skip
+        with muted():
+            result = compress(model, recipe, data=data, eval_data=verify, threads=threads,
+                              bench_runs=0, checkpoints=checkpoints)  # fmt: skip
         spatial = result.passes[0]["summary"].get("spatial") or {}
         structure.macs = result.passes[-2]["macs_after"]  # before quantize
         if spatial.get("skipped") or (structure.downsample, structure.macs) in seen:
@@ -301,6 +306,8 @@ def _time_structures(
     latencies = bench(timed, threads=threads, runs=max(bench_runs, 10)).latencies
     for (structure, _), latency in zip(built, latencies[1:], strict=True):
         structure.predicted = latency.speedup
+        report("search", f"structure {structure.label}: untuned {latency.speedup:.2f}x",
+               structure=structure.label, predicted_speedup=latency.speedup)  # fmt: skip
     return [structure for structure, _ in built]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from onnxslim_kd.graph.io import fixed_batch, restore_interface
 from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.graph.walk import clone
+from onnxslim_kd.progress import report
 from onnxslim_kd.quantize.budget import COMPUTE_OPS, Builder, Score, fall_back, score, sensitivity
 from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
@@ -111,10 +113,14 @@ def quantize_model(
         warnings.append("no eval data: the accuracy budget is measured on the calibration data")
     with tempfile.TemporaryDirectory(prefix="onnxslim-kd-quantize-") as tmp:
         workdir = Path(tmp)
+        started = time.perf_counter()
         ranges, calibration = calibrate(
             prepared, data, workdir, method=options.method, samples=options.samples,
             memory_mb=options.max_calib_memory_mb,
         )  # fmt: skip
+        seconds = time.perf_counter() - started
+        report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
+               f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
         prepared_path = save(prepared, workdir / "prepared.onnx")
 
         def builder(
