@@ -1,14 +1,17 @@
 """The `onnxslim-kd` command: a thin layer over the library.
 
-Exit codes: 0 success, 1 internal error or a broken pass result, 2 bad input or usage.
+Exit codes: see cli/exit_codes.py (0 done, 1 internal error, 2 bad input, 3 budget missed,
+4 target missed, 130 interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import traceback
 
+from cli import exit_codes
 from cli.commands import (
     bench,
     check,
@@ -102,20 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = split_json_flag(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(split_json_flag(given))
     progress.configure(args.quiet, args.log_format)
     try:
         guard(args, args.paths)
         return args.handler(args)
     except InputError as exc:
-        return _fail(args, f"error: {exc}", 2)
+        return _fail(args, f"error: {exc}", exit_codes.BAD_INPUT)
     except BrokenModelError as exc:
-        return _fail(args, f"error: a pass produced a broken model: {exc}", 1)
+        message = f"error: a pass produced a broken model: {exc}"
+        return _fail(args, message, exit_codes.INTERNAL_ERROR)
     except KeyboardInterrupt:
-        return _fail(args, "interrupted", 130)
+        return _fail(args, _interrupted(args, given), exit_codes.INTERRUPTED)
     except Exception as exc:  # the last line of defence: one line, traceback with --debug
-        return _fail(args, f"internal error: {type(exc).__name__}: {exc}", 1)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        return _fail(args, message, exit_codes.INTERNAL_ERROR)
+
+
+def _interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    """What an interrupt leaves: the command that resumes, when a command kept its work."""
+    resumable = getattr(args, "resumable", None)
+    if resumable is not None and resumable(args):
+        return f"interrupted; resume with: onnxslim-kd {shlex.join(argv)}"
+    return "interrupted"
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

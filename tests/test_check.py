@@ -34,7 +34,7 @@ def test_fails_naming_the_limit(cli, tmp_path, digits):
     result = cli("check", candidate, "--baseline", digits / "model.onnx",
                  "--data", digits / "test.npz", "--max-drop", "0.01", "--max-size-mb", "100",
                  "--runs", "5")  # fmt: skip
-    assert result.code == 1
+    assert result.code == 3  # a budget missed
     assert "check failed: max-drop" in result.stderr and "max-size-mb" not in result.stderr
     assert "### onnxslim-kd check: FAILED" in result.stdout
 
@@ -48,7 +48,7 @@ def test_without_labels_the_drop_is_top1_disagreement(cli, tmp_path, digits):
     result = cli("check", candidate, "--baseline", digits / "model.onnx", "--data", unlabeled,
                  "--max-drop", "0.01", "--runs", "5", "--json", "-")  # fmt: skip
     limit = json.loads(result.stdout)["limits"][0]
-    assert result.code == 1 and limit["detail"] == "1 - top-1 agreement"
+    assert result.code == 3 and limit["detail"] == "1 - top-1 agreement"
 
 
 def test_bad_input_exits_2(cli, tmp_path, digits):

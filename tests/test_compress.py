@@ -181,13 +181,13 @@ def test_html_report_plots_the_search():
     assert "<td>1/2 res, MACs x0.12</td><td>9.10x</td><td>98.50%</td>" in page
 
 
-def test_unreached_target_within_budget_says_so_and_exits_0(cli, tmp_path, digits):
+def test_unreached_target_within_budget_says_so_and_exits_4(cli, tmp_path, digits):
     out = tmp_path / "o.onnx"
     result = cli("compress", digits / "model.onnx", "-o", out, "--data",
                  digits / "calib.npz", "--samples", "64", "--target-speedup", "50",
                  "--max-trials", "0", "--no-downsample", "--bench-runs", "5",
                  "--max-drop", "1")  # fmt: skip
-    assert result.code == 0, result.stderr
+    assert result.code == 4, result.stderr
     assert (
         "onnxslim-kd: target 50x not reached within the budget: the fastest candidate in budget is"
         in result.stderr

@@ -17,6 +17,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import POSITIVE, POSITIVE_NUMBER, max_drop
+from cli.exit_codes import BUDGET_MISSED, TARGET_MISSED
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import external_files, load
 from onnxslim_kd.graph.save import write_text_atomic
@@ -29,7 +30,8 @@ EXAMPLES = """examples:
   onnxslim-kd check model.slim.onnx --baseline model.onnx --data test.npz \\
       --max-drop 0.01 --min-speedup 2 --max-size-mb 5 --markdown gate.md
 
-exit codes: 0 every limit holds, 1 a limit fails (named on stderr), 2 bad input
+exit codes: 0 every limit holds, 3 --max-drop or --max-size-mb fails, 4 --min-speedup
+fails (each failure named on stderr), 2 bad input
 """
 
 
@@ -90,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     for limit in failed:
         message = f"{limit.name} {_fmt(limit.measured)} (allowed {limit.allowed})"
         print(f"onnxslim-kd: check failed: {message}", file=sys.stderr)
-    return 1 if failed else 0
+    if any(limit.name != "min-speedup" for limit in failed):
+        return BUDGET_MISSED
+    return TARGET_MISSED if failed else 0
 
 
 def size_on_disk(path: Path) -> int:

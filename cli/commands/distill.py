@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cli.commands.common import (
     add_command,
@@ -98,6 +99,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
             files=("json",),
             dirs=("checkpoint_dir",),
         ),
+        resumable=lambda args: bool(args.checkpoint_dir) and Path(args.checkpoint_dir).is_dir(),
     )
 
 

@@ -17,6 +17,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import NON_NEGATIVE, POSITIVE, max_drop
+from cli.exit_codes import BUDGET_MISSED
 from onnxslim_kd import progress
 from onnxslim_kd.data import Preprocess, load_data
 from onnxslim_kd.graph.load import load
@@ -26,7 +27,6 @@ from onnxslim_kd.quantize.target import TARGETS
 from onnxslim_kd.report.table import markdown_table
 
 #: Exit code when the model was saved but --max-drop could not be met.
-BUDGET_NOT_MET = 3
 
 EXAMPLES = """examples:
   onnxslim-kd quantize samples/digits/model.onnx -o /tmp/digits.int8.onnx \\
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})
     say(args, render(summary, args.output))
     progress.warn("quantize", summary.warnings)
-    return BUDGET_NOT_MET if summary.budget_met is False else 0
+    return BUDGET_MISSED if summary.budget_met is False else 0
 
 
 def render(summary: QuantizeSummary, output: str) -> str:
