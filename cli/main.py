@@ -24,7 +24,7 @@ from cli.commands import (
     quantize,
 )
 from cli.commands.paths import STDOUT, guard
-from onnxslim_kd import progress
+from onnxslim_kd import __version__, progress
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.validate import BrokenModelError
 
@@ -34,7 +34,7 @@ DESCRIPTION = """Post-training compression of ONNX models for onnxruntime.
 
 examples:
   onnxslim-kd inspect model.onnx --json
-  onnxslim-kd compress model.onnx -o model.slim.onnx --data train.npz --eval-data test.npz \
+  onnxslim-kd compress model.onnx -o model.slim.onnx --data train.npz --eval-data test.npz \\
       --target-speedup 4 --max-drop 0.01 --html report.html
   onnxslim-kd prune model.onnx -o pruned.onnx --target-macs 0.5 --global
   onnxslim-kd quantize model.onnx -o model.int8.onnx --data calib.npz
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action="version", version=f"onnxslim-kd {__version__}",
+        help="print the version and exit",
+    )  # fmt: skip
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for command in COMMANDS:
         command.register(subparsers, common)

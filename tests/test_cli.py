@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from cli.main import COMMANDS
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import save
 from tests.builders import conv_net, matmul_net
@@ -133,6 +135,25 @@ def test_help_shows_examples(cli):
     for command in ("inspect", "bench", "compare", "compress"):
         result = cli(command, "--help")
         assert result.code == 0 and "examples:" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], *[[c.__name__.rsplit(".", 1)[1]] for c in COMMANDS]])
+def test_help_examples_keep_their_line_continuations(cli, command):
+    """An example continued on the next line ends with a backslash, as a shell needs."""
+    text = cli(*command, "--help").stdout
+    examples = text[text.index("examples:") :] if "examples:" in text else ""
+    lines = examples.splitlines()
+    for line, following in itertools.pairwise(lines):
+        if following.startswith("      ") and following.strip().startswith("--"):
+            assert line.endswith("\\"), line
+    assert "       --" not in "\n".join(line for line in lines if "onnxslim-kd " in line)
+
+
+def test_version(cli):
+    import onnxslim_kd
+
+    result = cli("--version")
+    assert result.code == 0 and result.stdout == f"onnxslim-kd {onnxslim_kd.__version__}\n"
 
 
 def test_python_dash_m_entry_point(digits):

@@ -31,7 +31,7 @@ EXAMPLES = """examples:
   onnxslim-kd prune model.onnx -o small.onnx --criterion apoz --data calib.npz
   onnxslim-kd prune model.onnx -o small.onnx --ratio 0.3 --plan-out plan.json
   onnxslim-kd prune model.onnx -o small.onnx --plan plan.json      # re-apply an edited plan
-  onnxslim-kd prune model.onnx -o small.onnx --downsample 2 --target-macs 0.15 --global \
+  onnxslim-kd prune model.onnx -o small.onnx --downsample 2 --target-macs 0.15 --global \\
       --data train.npz   # half resolution after the stem, then channels; then distill
 """
 
