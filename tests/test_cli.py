@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 
@@ -174,3 +175,19 @@ def test_bench_profile_breaks_time_down_by_op_type(cli, tmp_path, digits):
     assert next(iter(profile)) == "Conv"  # the digits CNN spends its time in convolutions
     assert sum(entry["share"] for entry in profile.values()) == pytest.approx(1.0, abs=0.01)
     assert "op type (ms/run, share)" in result.stdout
+
+
+def test_inspect_per_node_prints_the_macs_of_every_node(cli, digits):
+    plain = cli("inspect", digits / "model.onnx").stdout
+    detailed = cli("inspect", digits / "model.onnx", "--per-node").stdout
+    header = re.compile(r"\| node +\| MACs +\| share")
+    assert not header.search(plain) and header.search(detailed)
+    stats = json.loads(cli("inspect", digits / "model.onnx", "--per-node", "--json").stdout)
+    heaviest = max(stats["macs_per_node"], key=stats["macs_per_node"].get)
+    assert f"| {heaviest} " in detailed
+
+
+def test_a_ratio_below_one_reads_slower():
+    from onnxslim_kd.report.comparison import speed_change
+
+    assert speed_change(1.85) == "1.85x faster" and speed_change(0.98) == "1.02x slower"

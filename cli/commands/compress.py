@@ -81,7 +81,8 @@ recipe.yaml:
     - quantize
 
 exit codes: 0 success, 2 bad input, 3 the budget (--max-drop, --min-sqnr) was not met
-(the best result and its report are still written)
+(the best result and its report are still written), 4 --target-speedup/--target-latency
+missed within the budget (0 with --best-effort), 130 interrupted (prints how to resume)
 """
 
 

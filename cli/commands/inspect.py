@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     stats = model_stats(model, shapes, args.batch, shapes_optional=True)
     emit_json(args.json, stats.as_dict(per_node=args.per_node))
     if args.json != "-":
-        say(args, render(args.model, stats))
+        say(args, render(args.model, stats, per_node=args.per_node))
     return 0
 
 
-def render(path: str, stats) -> str:
+def render(path: str, stats, per_node: bool = False) -> str:
     """Human-readable summary of `inspect`."""
     io_rows = [("input", s["name"], s["dtype"], _dims(s["shape"])) for s in stats.inputs]
     io_rows += [("output", s["name"], s["dtype"], _dims(s["shape"])) for s in stats.outputs]
@@ -68,14 +68,19 @@ def render(path: str, stats) -> str:
         ("nodes", stats.nodes),
     ]
     ops = sorted(stats.op_counts.items(), key=lambda kv: -kv[1])
-    return "\n\n".join(
-        [
-            f"# {path}",
-            markdown_table(["", "name", "dtype", "shape"], io_rows),
-            markdown_table(["", "value"], summary),
-            markdown_table(["op", "count"], ops),
+    parts = [
+        f"# {path}",
+        markdown_table(["", "name", "dtype", "shape"], io_rows),
+        markdown_table(["", "value"], summary),
+        markdown_table(["op", "count"], ops),
+    ]
+    if per_node and stats.macs:
+        rows = [
+            (node, f"{macs:,}", f"{macs / stats.macs:.1%}")
+            for node, macs in sorted(stats.macs_per_node.items(), key=lambda kv: -kv[1])
         ]
-    )
+        parts.append(markdown_table(["node", "MACs", "share"], rows))
+    return "\n\n".join(parts)
 
 
 def _macs(stats) -> str:

@@ -56,7 +56,7 @@ class Comparison:
                     f"latency p50 (batch {first.batch})",
                     f"{first.median_ms:.3f} ms",
                     f"{last.median_ms:.3f} ms",
-                    f"{last.speedup:.2f}x faster",
+                    speed_change(last.speedup),
                 )
             )
         if self.accuracy_before is not None and self.accuracy_after is not None:
@@ -140,3 +140,10 @@ def _giga(value: int | None) -> str:
 
 def _mb(value: int) -> str:
     return f"{value / 1e6:.2f} MB"
+
+
+def speed_change(speedup: float) -> str:
+    """A latency ratio as people read it: "1.85x faster", or "1.02x slower" below 1."""
+    if speedup >= 1:
+        return f"{speedup:.2f}x faster"
+    return f"{1 / speedup:.2f}x slower"
