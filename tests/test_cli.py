@@ -172,9 +172,13 @@ def test_bench_profile_breaks_time_down_by_op_type(cli, tmp_path, digits):
                  f"--json={report}")  # fmt: skip
     assert result.code == 0, result.stderr
     profile = json.loads(report.read_text())["profile"]["model.onnx"]
-    assert next(iter(profile)) == "Conv"  # the digits CNN spends its time in convolutions
-    assert sum(entry["share"] for entry in profile.values()) == pytest.approx(1.0, abs=0.01)
-    assert "op type (ms/run, share)" in result.stdout
+    assert profile["runs"] == 5  # --runs honoured, the --warmup run left out
+    ops = profile["ops"]
+    assert next(iter(ops)) == "Conv"  # the digits CNN spends its time in convolutions
+    assert sum(entry["share"] for entry in ops.values()) == pytest.approx(1.0, abs=0.01)
+    total = sum(entry["ms_per_run"] for entry in ops.values())  # reconciled with the runs
+    assert total == pytest.approx(profile["run_ms"], rel=0.25)
+    assert "op type (ms/run, share)" in result.stdout and "profiled run (median)" in result.stdout
 
 
 def test_inspect_per_node_prints_the_macs_of_every_node(cli, digits):

@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     record = result.as_dict()
     table = render(result)
     if args.profile:
-        profiles = {label: op_type_profile(m, f, threads=args.threads) for label, m, f in entries}
+        profiles = {
+            label: op_type_profile(m, f, runs=args.runs, warmup=args.warmup, threads=args.threads)
+            for label, m, f in entries
+        }
         record["profile"] = profiles
         table += "\n\n" + render_profiles(profiles)
     emit_json(args.json, record)
@@ -88,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_profiles(profiles: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One table: time per op type for each model."""
-    ops = list(dict.fromkeys(op for profile in profiles.values() for op in profile))
-    rows = [[op, *(_profile_cell(profile.get(op)) for profile in profiles.values())] for op in ops]
+def render_profiles(profiles: dict[str, dict]) -> str:
+    """One table: time per op type for each model, then the profiled run they add up to."""
+    ops = list(dict.fromkeys(op for profile in profiles.values() for op in profile["ops"]))
+    rows = [[op, *(_profile_cell(p["ops"].get(op)) for p in profiles.values())] for op in ops]
+    rows.append(["profiled run (median)", *(f"{p['run_ms']:.3f}" for p in profiles.values())])
     return markdown_table(["op type (ms/run, share)", *profiles], rows)
 
 

@@ -101,10 +101,10 @@ def _channels(groups: list[dict]) -> Callable:
 
 def _profile(profiles: dict[str, dict]) -> Callable:
     def draw(axes):
-        ops = list(dict.fromkeys(op for p in profiles.values() for op in list(p)[:8]))
+        ops = list(dict.fromkeys(op for p in profiles.values() for op in list(p["ops"])[:8]))
         bottoms = [0.0] * len(profiles)
         for op in ops:
-            values = [p.get(op, {}).get("ms_per_run", 0.0) for p in profiles.values()]
+            values = [p["ops"].get(op, {}).get("ms_per_run", 0.0) for p in profiles.values()]
             axes.bar(list(profiles), values, bottom=bottoms, label=op)
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         axes.set_ylabel("ms per run (onnxruntime profiler)")
