@@ -127,7 +127,7 @@ def test_each_new_loss_repairs_a_damaged_digits_student(digits, loss):
     def accuracy(model) -> float:
         return float(np.mean(run(model, test)["logits"].argmax(1) == test.labels))
 
-    options = DistillOptions(epochs=2, batch=32, loss=loss)
+    options = DistillOptions(epochs=2, batch=32, loss=loss, lr=1e-4, augment_shift=0)
     trained, summary = distill(student, [teacher], train, options=options)
     before, after = accuracy(student), accuracy(trained)
     assert after > before + 0.2, (before, after)

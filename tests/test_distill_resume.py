@@ -49,7 +49,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(digits, tmp_path, 
     student = damaged(teacher)
     train = load_data(digits / "train.npz", teacher, samples=64)
     # shifts draw from torch's global RNG: resuming must restore it, not just the weights
-    options = DistillOptions(epochs=3, batch=32, augment_shift=2)
+    options = DistillOptions(epochs=3, batch=32, lr=1e-4, augment_shift=2)
     reference, expected = distill(student, [teacher], train, options=options)
 
     resumable = DistillOptions(**{**vars(options), "checkpoint_dir": str(tmp_path / "kd")})
@@ -87,7 +87,7 @@ def test_cli_resumes_a_finished_run_and_refuses_other_options(cli, tmp_path, dig
     assert refused.code == 2
     assert refused.stderr == (
         f"onnxslim-kd: error: distill: the checkpoint in {state} was made with a different lr "
-        "(0.0001, now 0.002); resume with the same options or use another directory\n"
+        "(0.001, now 0.002); resume with the same options or use another directory\n"
     )
     other_student = cli(*[digits / "model.onnx" if a == student else a for a in common],
                         "-o", tmp_path / "d.onnx")  # fmt: skip

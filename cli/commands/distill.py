@@ -132,7 +132,25 @@ def run(args: argparse.Namespace) -> int:
     record = {"student": args.student, "teachers": args.teacher, "output": args.output, **summary}
     emit_json(args.json, record)
     say(args, render(summary, args.output))
+    progress.warn("distill", _shortfall(summary, args))
     return 0
+
+
+#: How far below the teacher (held-out accuracy) the student may end without a warning.
+WARN_BELOW_TEACHER = 0.01
+
+
+def _shortfall(summary: dict, args: argparse.Namespace) -> list[str]:
+    """A warning when the student ends more than WARN_BELOW_TEACHER below the teacher."""
+    after, teacher = summary.get("val_after"), summary.get("val_teacher")
+    if after is None or teacher is None or after >= teacher - WARN_BELOW_TEACHER:
+        return []
+    epochs = summary["training"]["epochs"]
+    return [
+        f"the student ends {100 * (teacher - after):.1f} points below the teacher on the "
+        f"held-out data ({after:.2%} vs {teacher:.2%}) after {epochs} epochs; train longer "
+        f"(--epochs {2 * args.epochs}) or with more data"
+    ]
 
 
 def render(summary: dict, output: str) -> str:

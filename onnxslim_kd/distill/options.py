@@ -28,20 +28,23 @@ class DistillOptions:
     automatic matching of feature maps by name.
     """
 
-    epochs: int = 5
+    # The defaults are compress's schedule (benchmarks/distill): 30 epochs at lr 1e-3 with
+    # a 2-pixel shift recover a half-MACs digits student to within 0.2 points; the old
+    # 5 epochs at 1e-4 left it at 20%. Early stop after 10 epochs without improvement.
+    epochs: int = 30
     loss: str = "kd"
     temperature: float = 4.0
     alpha: float = 0.9
-    lr: float = 1e-4
+    lr: float = 1e-3
     batch: int = 64
     optimizer: str = "adamw"
     max_seconds: float | None = None
-    patience: int = 3
+    patience: int = 10
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "cpu"
     pairs: list[str] = field(default_factory=list)
-    augment_shift: int = 0  # random translation of image batches by up to N pixels
+    augment_shift: int = 2  # random translation of image batches by up to N pixels
     augment_flip: bool = False  # mirror image batches left-right with probability 1/2
     augment_noise: float = 0.0  # add Gaussian noise of this fraction of the batch's std
     checkpoint_dir: str | None = None  # save state each epoch here; a rerun resumes
