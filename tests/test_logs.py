@@ -44,7 +44,7 @@ def test_a_line_per_stage_and_epoch_on_stderr_when_it_is_not_a_terminal(cli, job
         "onnxslim-kd distill: epoch 2/2 loss",
         "onnxslim-kd compress: [2/3] distill done in",
         "onnxslim-kd compress: [3/3] quantize ...",
-        "onnxslim-kd quantize: calibrated (minmax, 38 samples)",  # 20% held out
+        "onnxslim-kd quantize: calibrated (minmax, ",
         "onnxslim-kd compress: [3/3] quantize done in",
     ]
     found = [next(i for i, line in enumerate(lines) if line.startswith(e)) for e in expected]

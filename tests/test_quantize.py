@@ -201,17 +201,32 @@ def test_prepare_folds_batchnorm_and_upgrades_old_opsets(tmp_path):
                                rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
-def test_slower_int8_is_reported_and_keep_if_faster_returns_fp32(digits_model, calib, monkeypatch):
-    def slow_int8(models, **kwargs):
-        latencies = [Latency("fp32", 1, [1.0] * 3), Latency("int8", 1, [2.0] * 3, speedup=0.5)]
-        return BenchResult(latencies, {}, 3, 0)
+def _slow_int8(models, **kwargs):
+    latencies = [Latency("fp32", 1, [1.0] * 3), Latency("int8", 1, [2.0] * 3, speedup=0.5)]
+    return BenchResult(latencies, {}, 3, 0)
 
-    monkeypatch.setattr(api, "bench", slow_int8)
-    options = QuantizeOptions(samples=16, keep_if_faster=True, bench_runs=3)
-    model, summary = quantize_model(digits_model, calib, options)
-    assert summary.result.startswith("fp32")
-    assert any("NOT FASTER" in w for w in summary.warnings)
+
+def test_int8_measured_slower_is_not_returned_unless_forced(digits_model, calib, monkeypatch):
+    monkeypatch.setattr(api, "bench", _slow_int8)
+    model, summary = quantize_model(digits_model, calib, QuantizeOptions(samples=16, bench_runs=3))
+    assert summary.result == "fp32 (int8 not faster)"
+    assert any("INT8 is not faster than FP32" in w for w in summary.warnings)
     assert model.SerializeToString() == digits_model.SerializeToString()
+    options = QuantizeOptions(samples=16, bench_runs=3, force_int8=True)
+    forced, summary = quantize_model(digits_model, calib, options)
+    assert summary.result == "int8" and any("--force-int8" in w for w in summary.warnings)
+    assert any(node.op_type == "QuantizeLinear" for node in forced.graph.node)
+
+
+def test_the_cli_exits_3_when_it_writes_fp32_because_int8_is_slower(cli, tmp_path, digits,
+                                                                   monkeypatch):  # fmt: skip
+    monkeypatch.setattr(api, "bench", _slow_int8)
+    out = tmp_path / "q.onnx"
+    line = ["quantize", digits / "model.onnx", "-o", out, "--data", digits / "calib.npz",
+            "--samples", "16", "--bench-runs", "3"]  # fmt: skip
+    result = cli(*line)
+    assert result.code == 3 and "wrote the FP32 model (--force-int8 keeps INT8)" in result.stderr
+    assert cli(*line, "--force-int8").code == 0
 
 
 def test_quantize_pass_in_a_recipe(cli, tmp_path, digits):

@@ -19,7 +19,8 @@ def outlier_net(classifier: bool = True) -> onnx.ModelProto:
 
     Quantizing the tensor between the convs per-tensor flattens every other channel to
     zero, so both convs must go back to FP32 to keep the prediction; the fc layer can
-    stay INT8. Without the classifier the output is a [N, 16, 1, 1] feature map.
+    stay INT8. Without the classifier the outputs are the feature maps after conv2 and the
+    pool (two outputs, no Softmax: both judged by SQNR).
     """
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.3
@@ -35,14 +36,17 @@ def outlier_net(classifier: bool = True) -> onnx.ModelProto:
         helper.make_node("Gemm", ["f", "fc"], ["logits"], name="fc", transB=1),
     ]
     weights = [numpy_helper.from_array(v, k) for k, v in {"w1": w1, "w2": w2, "fc": fc}.items()]
-    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])]
     if not classifier:
         nodes, weights = nodes[:3], weights[:2]
-        output = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 16, 1, 1])
+        outputs = [
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 16, 6, 6]),
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 16, 1, 1]),
+        ]
     return make_model(
         nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 8, 6, 6])],
-        [output],
+        outputs,
         weights,
     )
 

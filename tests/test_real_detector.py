@@ -62,7 +62,7 @@ def test_quantize_and_compress_run_and_judge_the_output_by_sqnr(cli, tmp_path, d
     model, data = detector
     out = tmp_path / "out.onnx"
     result = cli(command[0], model, "-o", out, "--data", data, *command[1:], "--json")
-    assert result.code in (0, 3), result.stderr
+    assert result.code in (0, 3, 4), result.stderr
     _runs_at_two_sizes(out)
     if command[0] == "compress":
         record = json.loads(result.stdout)

@@ -149,7 +149,7 @@ def test_every_command_runs_on_a_recogniser(cli, tmp_path, recognizers, line_dat
     out = tmp_path / "out.onnx"
     extra = ["--eval-data", test] if line[0] in ("quantize", "compress") else []
     result = cli(line[0], model, "-o", out, "--data", train, *extra, *line[1:])
-    assert result.code in (0, 3), result.stderr
+    assert result.code in (0, 3, 4), result.stderr  # 4: the speed-up target missed in budget
     _runs_at_two_widths(out)
 
 

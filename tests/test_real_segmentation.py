@@ -77,7 +77,7 @@ def test_every_command_runs_on_a_segmenter(cli, tmp_path, exports, images, name,
     extra = ["--eval-data", test] if args[0] in ("quantize", "compress") else []
     result = cli(args[0], exports(name, opset, dynamic), "-o", out, "--data", train, *extra,
                  *args[1:])  # fmt: skip
-    assert result.code in (0, 3), result.stderr
+    assert result.code in (0, 3, 4), result.stderr  # 4: the speed-up target missed in budget
     _keeps_interface(out, dynamic)
 
 

@@ -38,7 +38,8 @@ EXAMPLES = """examples:
   onnxslim-kd quantize model.onnx -o model.int8.onnx --data calib.npz \\
       --exclude op:Gemm --exclude 're:/layer4/.*' --target-cpu arm --method percentile
 
-exit codes: 0 done, 2 bad input, 3 saved but --max-drop was not met
+exit codes: 0 done, 2 bad input, 3 saved but the budget was not met, or INT8 was slower
+than FP32 and the FP32 model was written (--force-int8 keeps INT8)
 """
 
 
@@ -74,7 +75,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--max-drop", type=max_drop, metavar="D",
-        help="accuracy budget as a fraction (0.01 = one point); sensitive layers fall back to FP32",
+        help="accuracy budget as a fraction (0.01 = one point); sensitive layers fall back to "
+        "FP32. Without it the same search runs when all-INT8 drops more than 0.01",
     )  # fmt: skip
     parser.add_argument(
         "--eval-data", help="held-out data (with labels: accuracy) for the budget and fidelity"
@@ -88,8 +90,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help=f"memory for entropy/percentile activation histograms ({DEFAULT_MEMORY_MB})",
     )  # fmt: skip
     parser.add_argument(
-        "--keep-if-faster", action="store_true",
-        help="write the FP32 model instead when INT8 is not faster here",
+        "--force-int8", action="store_true",
+        help="write INT8 even when it is measured slower than FP32 here (default: the FP32 "
+        "model is written, with a warning and exit code 3)",
     )  # fmt: skip
     parser.add_argument(
         "--bench-runs",
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         max_drop=args.max_drop,
         min_sqnr=args.min_sqnr,
         max_calib_memory_mb=args.max_calib_memory,
-        keep_if_faster=args.keep_if_faster,
+        force_int8=args.force_int8,
         bench_runs=args.bench_runs,
         threads=args.threads,
     )
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})
     say(args, render(summary, args.output))
     progress.warn("quantize", summary.warnings)
-    return BUDGET_MISSED if summary.budget_met is False else 0
+    slower = summary.result != "int8"
+    return BUDGET_MISSED if summary.budget_met is False or slower else 0
 
 
 def render(summary: QuantizeSummary, output: str) -> str:
@@ -154,8 +158,16 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         ("target CPU", f"{types['target']} ({origin})"),
         ("data types", f"{types['format']}: activations {types['activations']}, weights {weights}"),
         ("calibration", f"{calibration['method']}, {calibration['samples']} samples"),
-        ("kept in FP32", f"{len(summary.excluded)} nodes"),
+        ("kept in FP32", _kept(summary)),
     ]
+
+
+def _kept(summary: QuantizeSummary) -> str:
+    """How many nodes stay in FP32, and each place a join was kept in float (and why)."""
+    text = f"{len(summary.excluded)} nodes"
+    joins = [f"{name}: {why}" for name, why in summary.joins_kept_float.items()
+             if not why.startswith("after ")]  # fmt: skip
+    return "; ".join([text, *joins])
 
 
 def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
@@ -183,5 +195,9 @@ def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
     if summary.budget is not None:
         state = "met" if summary.budget["ok"] else "NOT MET"
         layers = len(summary.fallback_layers)
-        rows.append(("budget", f"{summary.budget['metric']} {state}, {layers} layers fell back"))
+        worst = summary.budget.get("output")
+        on = f" ('{worst}')" if worst else ""
+        rows.append(("budget", f"{summary.budget_source}: {summary.budget['metric']}{on} "
+                     f"{state}, {layers} layers fell back to FP32"))  # fmt: skip
+    rows.append(("measured on", summary.evaluated_on))
     return rows

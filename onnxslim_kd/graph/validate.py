@@ -38,19 +38,47 @@ def check(model: onnx.ModelProto) -> None:
 
 def run(model: onnx.ModelProto, data: Dataset, batch_size: int = 32) -> dict[str, np.ndarray]:
     """All outputs of `model` over `data`, concatenated along each output's sample axis
-    (a recurrent state output [layers, N, hidden] on axis 1; one not per sample: its first)."""
-    batch_size = fixed_batch(model) or batch_size
+    (a recurrent state output [layers, N, hidden] on axis 1; one not per sample: its first).
+
+    A fixed-batch model gets its last, smaller batch padded with repeats of its last
+    sample, and the padding's outputs are dropped."""
+    fixed = fixed_batch(model)
+    batch_size = fixed or batch_size
     session = make_session(model)
     names = [o.name for o in session.get_outputs()]
     axes = batch_axes(model, outputs=True)
+    input_axes = {**batch_axes(model), **data.axes}
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for feeds in data.batches(batch_size):
+        count = _samples(feeds, input_axes)
+        if fixed and count < fixed:
+            feeds = _padded(feeds, input_axes, fixed)
         for name, value in zip(names, session.run(names, feeds), strict=True):
+            axis = axes.get(name, 0)
+            if fixed and count < fixed and axis is not None:
+                value = np.take(value, np.arange(count), axis=axis)
             chunks[name].append(value)
     return {
         name: parts[0] if axes.get(name, 0) is None else np.concatenate(parts, axes.get(name, 0))
         for name, parts in chunks.items()
     }
+
+
+def _samples(feeds: dict[str, np.ndarray], axes: dict[str, int | None]) -> int:
+    return next(v.shape[axes.get(k, 0)] for k, v in feeds.items() if axes.get(k, 0) is not None)
+
+
+def _padded(feeds: dict[str, np.ndarray], axes: dict[str, int | None], size: int) -> dict:
+    """Each per-sample input filled up to `size` samples with repeats of its last one."""
+    padded = {}
+    for name, value in feeds.items():
+        axis = axes.get(name, 0)
+        if axis is None:
+            padded[name] = value
+            continue
+        index = np.minimum(np.arange(size), value.shape[axis] - 1)
+        padded[name] = np.take(value, index, axis=axis)
+    return padded
 
 
 def run_pair(

@@ -25,13 +25,23 @@ from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
 from onnxslim_kd.quantize.coverage import coverage_of
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
+from onnxslim_kd.quantize.joins import calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import choose_data_types, detect_target
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 from onnxslim_kd.report.gate import max_drop_error
+from onnxslim_kd.report.outputs import probe_roles
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
+#: Without --max-drop, fidelity is still guarded: class outputs may lose one point of
+#: accuracy (or top-1 agreement), other outputs must keep --min-sqnr; below that floor
+#: the sensitivity search sends layers back to FP32 as with --max-drop.
+DEFAULT_MAX_DROP = 0.01
+#: Without --eval-data this share of the calibration data is held out to measure the
+#: result, when there are at least HOLD_OUT_MIN samples (else it is measured on them all).
+HOLD_OUT = 0.2
+HOLD_OUT_MIN = 10
 
 
 @dataclass
@@ -43,10 +53,10 @@ class QuantizeOptions:
     per_channel: bool = True
     target_cpu: str | None = None
     exclude: list[str] = field(default_factory=list)
-    max_drop: float | None = None
+    max_drop: float | None = None  # None: the default floor DEFAULT_MAX_DROP guards fidelity
     min_sqnr: float = 30.0
     max_calib_memory_mb: int = DEFAULT_MEMORY_MB
-    keep_if_faster: bool = False
+    force_int8: bool = False  # keep INT8 even where it is measured slower than FP32
     bench_runs: int = 30
     threads: int | None = None
 
@@ -55,8 +65,10 @@ class QuantizeOptions:
             raise InputError(f"--max-drop {max_drop_error(self.max_drop)}")
         if self.bench_runs < 0:
             raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
-        if self.keep_if_faster and not self.bench_runs:
-            raise InputError("--keep-if-faster needs timing; do not set --bench-runs 0")
+
+    @property
+    def budget(self) -> float:
+        return DEFAULT_MAX_DROP if self.max_drop is None else self.max_drop
 
 
 @dataclass
@@ -76,6 +88,9 @@ class QuantizeSummary:
     latency: dict | None = None
     fidelity: dict = field(default_factory=dict)
     result: str = "int8"
+    evaluated_on: str = ""
+    budget_source: str = ""  # "--max-drop" or "default floor"
+    joins_kept_float: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -95,10 +110,13 @@ def quantize_model(
 ) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """INT8 copy of `model` calibrated on `data`; `eval_data` measures the budget and fidelity.
 
-    Without `eval_data`, the budget and fidelity are measured on the calibration data
-    (and the report says so). `model` is never modified.
+    Without `eval_data`, HOLD_OUT of `data` is held out to measure them (the report says
+    on what). Fidelity is always guarded (see DEFAULT_MAX_DROP), and INT8 that is
+    measured slower than FP32 is not returned unless `options.force_int8`. `model` is
+    never modified.
     """
     options = options or QuantizeOptions()
+    data, eval_data, evaluated_on = _held_out(data, eval_data)
     prepared, prepare_report = prepare(model)
     types = choose_data_types(options.target_cpu, options.per_channel)
     excluded = resolve_exclusions(prepared, options.exclude)
@@ -109,8 +127,8 @@ def quantize_model(
             f"coverage and latency are measured on this {detect_target()} CPU, "
             f"not on the {types.target} target"
         )
-    if eval_data is None and options.max_drop is not None:
-        warnings.append("no eval data: the accuracy budget is measured on the calibration data")
+    if eval_data is None:
+        warnings.append(f"fidelity and the budget are measured on {evaluated_on}")
     with tempfile.TemporaryDirectory(prefix="onnxslim-kd-quantize-") as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
@@ -122,6 +140,8 @@ def quantize_model(
         report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
                f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
         prepared_path = save(prepared, workdir / "prepared.onnx")
+        joins = mismatched_joins(prepared, calibrated_spans(ranges))
+        excluded = {**excluded, **{n: why for n, why in joins.items() if n not in excluded}}
 
         def builder(
             *, exclude: Sequence[str] = (), only: list[str] | None = None
@@ -139,13 +159,15 @@ def quantize_model(
             calibration=calibration.as_dict(),
             excluded=excluded,
             coverage={},
+            evaluated_on=evaluated_on,
+            budget_source="default floor" if options.max_drop is None else "--max-drop",
+            joins_kept_float=joins,
             warnings=warnings,
         )
-        if options.max_drop is not None:
-            quantized = _hold_budget(
-                prepared, quantized, builder, data.subset(options.samples), evaluation,
-                options, summary,
-            )  # fmt: skip
+        quantized = _hold_budget(
+            prepared, quantized, builder, data.subset(options.samples), evaluation,
+            options, summary,
+        )  # fmt: skip
     restore_interface(quantized, model)
     check(quantized)
     summary.coverage = coverage_of(quantized).as_dict()
@@ -169,13 +191,15 @@ def _hold_budget(
     options: QuantizeOptions,
     summary: QuantizeSummary,
 ) -> onnx.ModelProto:
-    """Meet --max-drop by sending the most sensitive layers back to FP32, one at a time."""
+    """Meet the budget (--max-drop, else the default floor) by sending the most sensitive
+    layers back to FP32, one at a time; nothing is searched when all-INT8 meets it."""
     reference = run(prepared, evaluation)
+    _, roles = probe_roles(prepared, evaluation)
 
     def evaluate(candidate: onnx.ModelProto) -> Score:
         return score(
-            reference, run(candidate, evaluation), evaluation.labels, options.max_drop,
-            options.min_sqnr,
+            reference, run(candidate, evaluation), evaluation.labels, options.budget,
+            options.min_sqnr, roles,
         )  # fmt: skip
 
     first = evaluate(quantized)
@@ -242,11 +266,25 @@ def _latency_gate(
     speedup = timing.latencies[1].speedup
     if speedup > 1.0:
         return quantized, summary
+    if options.force_int8:
+        summary.warnings.append(
+            f"INT8 is slower than FP32 on this CPU ({speedup:.2f}x, interleaved medians); "
+            "kept because of --force-int8"
+        )
+        return quantized, summary
     summary.warnings.append(
-        f"INT8 IS NOT FASTER than FP32 on this CPU ({speedup:.2f}x, interleaved medians)"
-        + ("; kept the FP32 model (--keep-if-faster)" if options.keep_if_faster else "")
+        f"INT8 is not faster than FP32 on this CPU ({speedup:.2f}x, interleaved medians): "
+        "wrote the FP32 model (--force-int8 keeps INT8)"
     )
-    if options.keep_if_faster:
-        summary.result = "fp32 (int8 not faster)"
-        return clone(model), summary
-    return quantized, summary
+    summary.result = "fp32 (int8 not faster)"
+    return clone(model), summary
+
+
+def _held_out(data: Dataset, eval_data: Dataset | None) -> tuple[Dataset, Dataset | None, str]:
+    """(calibration data, evaluation data or None, what the evaluation is measured on)."""
+    if eval_data is not None:
+        return data, eval_data, "the evaluation data"
+    if len(data) < HOLD_OUT_MIN:
+        return data, None, f"the {len(data)} calibration samples (too few to hold any out)"
+    rest, held = data.hold_out(HOLD_OUT)
+    return rest, held, f"{len(held)} calibration samples held out from calibration"

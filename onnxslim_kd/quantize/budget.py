@@ -9,7 +9,7 @@ includes everything the error does downstream; the least SQNR goes back to FP32 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -19,6 +19,7 @@ from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+from onnxslim_kd.report.outputs import OutputRoles
 
 #: The ops whose FP32 fallback buys accuracy back; everything else follows their inputs.
 COMPUTE_OPS = ops_where(quantize="int8")
@@ -30,35 +31,51 @@ Builder = Callable[..., onnx.ModelProto]
 
 @dataclass
 class Score:
-    """How far an INT8 model is from FP32 on the budget's metric."""
+    """How far an INT8 model is from FP32: every output on its own metric; the headline
+    fields are those of the worst output (the first failing one, else the first)."""
 
-    metric: str  # accuracy, agreement or sqnr
+    metric: str  # accuracy, agreement or sqnr, of `output`
     fp32: float | None
     int8: float
     drop: float | None
     ok: bool
+    output: str = ""
+    outputs: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def failing(self) -> int:
+        return sum(not entry["ok"] for entry in self.outputs.values())
+
 
 def score(
     reference: Outputs, candidate: Outputs, labels: np.ndarray | None, max_drop: float,
-    min_sqnr: float,
+    min_sqnr: float, roles: OutputRoles,
 ) -> Score:  # fmt: skip
-    """Compare outputs on the budget's metric; `ok` when the drop is within `max_drop`."""
-    first = next(iter(reference))
-    ref, cand = reference[first], candidate[first]
-    ref_accuracy = accuracy(ref, labels) if labels is not None else None
-    if ref_accuracy is not None:
-        value = accuracy(cand, labels)
-        drop = ref_accuracy - value
-        return Score("accuracy", ref_accuracy, value, drop, drop <= max_drop + 1e-9)
-    agreement = output_fidelity(ref, cand).top1_agreement  # [N, C] class scores only
-    if agreement is not None:
-        return Score("agreement", 1.0, agreement, 1.0 - agreement, 1.0 - agreement <= max_drop)
-    sqnr = output_sqnr(reference, candidate)
-    return Score("sqnr", None, sqnr, None, sqnr >= min_sqnr)
+    """Judge every output: accuracy on the labels' output, top-1 agreement (along the
+    class axis) on other class-like ones, SQNR against `min_sqnr` on the rest."""
+    entries = {}
+    for name, ref in reference.items():
+        cand = candidate[name]
+        if name == roles.label_output and labels is not None:
+            before, after = accuracy(ref, labels), accuracy(cand, labels)
+            entries[name] = _entry("accuracy", before, after, before - after, max_drop)
+        elif name in roles.class_axes:
+            agreement = roles.fidelity(name, ref, cand).top1_agreement
+            entries[name] = _entry("agreement", 1.0, agreement, 1.0 - agreement, max_drop)
+        else:
+            sqnr = output_fidelity(ref, cand).sqnr_db
+            entries[name] = {"metric": "sqnr", "fp32": None, "int8": sqnr, "drop": None,
+                             "ok": sqnr >= min_sqnr}  # fmt: skip
+    worst = next((n for n, e in entries.items() if not e["ok"]), next(iter(entries)))
+    return Score(**entries[worst], output=worst, outputs=entries)
+
+
+def _entry(metric: str, fp32: float, int8: float, drop: float, max_drop: float) -> dict:
+    return {"metric": metric, "fp32": fp32, "int8": int8, "drop": drop,
+            "ok": drop <= max_drop + 1e-9}  # fmt: skip
 
 
 def output_sqnr(reference: Outputs, candidate: Outputs) -> float:
@@ -100,5 +117,5 @@ def fall_back(
 
 
 def _better(new: Score, old: Score) -> bool:
-    """More ok, else a higher INT8 value (accuracy, agreement or SQNR)."""
-    return (new.ok, new.int8) > (old.ok, old.int8)
+    """More ok, else fewer failing outputs, else a higher INT8 value of the worst one."""
+    return (new.ok, -new.failing, new.int8) > (old.ok, -old.failing, old.int8)

@@ -25,6 +25,8 @@ class QuantizePass(Pass):
         kernels = coverage["integer"] + coverage["dq_float"] + coverage["float"]
         speedup = summary["latency"]["models"][-1]["speedup"] if summary.get("latency") else None
         timing = f"; {speedup:.2f}x vs FP32" if speedup else ""
+        if summary["result"] != "int8":
+            return f"kept FP32: INT8 measured {speedup:.2f}x vs FP32, not faster"
         return (
             f"{summary['result']}: {types['format']} {types['activations']}/{types['weights']}, "
             f"{coverage['integer']}/{kernels} integer kernels{timing}"
