@@ -17,6 +17,7 @@ from cli.main import COMMANDS
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import save
 from tests.builders import conv_net, matmul_net
+from tests.conftest import ROOT
 
 
 def _bad_inputs(tmp_path, digits):
@@ -195,3 +196,10 @@ def test_a_ratio_below_one_reads_slower():
     from onnxslim_kd.report.comparison import speed_change
 
     assert speed_change(1.85) == "1.85x faster" and speed_change(0.98) == "1.02x slower"
+
+
+def test_the_readme_command_reference_is_what_help_prints():
+    result = subprocess.run(
+        [sys.executable, "scripts/cli_reference.py", "--check"], cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, "README.md is stale: run python scripts/cli_reference.py"
