@@ -267,3 +267,27 @@ def test_library_exports_every_pass_without_importing_torch():
            "sk.distill; print('torch' in sys.modules)"  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_html_report_shows_the_verdict_the_passes_and_the_training(cli, tmp_path, digits):
+    """A budget missed (-max-drop 0 after pruning): the banner says so with the numbers,
+    the pass table, the distillation curve and only the changed groups are there."""
+    pytest.importorskip("torch")
+    html = tmp_path / "report.html"
+    recipe = _recipe(
+        tmp_path,
+        "passes:\n  - prune: {ratio: 0.5}\n"
+        "  - distill: {epochs: 2, lr: 0.0001, augment_shift: 0}\n",
+    )
+    result = cli("compress", digits / "model.onnx", "-o", tmp_path / "o.onnx", "--recipe",
+                 recipe, "--data", digits / "calib.npz", "--eval-data", digits / "test.npz",
+                 "--max-drop", "0", "--bench-runs", "3", "--html", html)  # fmt: skip
+    assert result.code == 3, result.stderr
+    page = html.read_text()
+    assert "BUDGET MISSED (exit 3)" in page and "budget: --max-drop 0.0, --min-sqnr 20.0 dB" in page
+    assert "budget not met: accuracy drop" in page
+    assert "<h2>Passes</h2>" in page and "<h2>Distillation</h2>" in page
+    assert page.count("data:image/png;base64,") == 4  # latency, channels, training, op time
+    report = json.loads((tmp_path / "o.onnx.report.json").read_text())
+    assert report["verdict"]["exit_code"] == 3 and not report["verdict"]["passed"]
+    assert report["verdict"]["measured"]["drop"] > 0

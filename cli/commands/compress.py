@@ -242,6 +242,7 @@ def _run(args: argparse.Namespace, work_dir: Path, searching: bool) -> int:
         "evaluated_on": evaluation,
         "fallback": note,
     }
+    record["verdict"] = verdict(result, found, args)
     if args.html:
         feeds = bench_feeds(model, eval_data or data, shapes_from(args), args.bench_batch)
         record["profile"] = {
@@ -260,7 +261,7 @@ def _run(args: argparse.Namespace, work_dir: Path, searching: bool) -> int:
     say(args, summary)
     if not args.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return _budget_verdict(result, found, args)
+    return _budget_verdict(record["verdict"], result.comparison.roles)
 
 
 def _target(args: argparse.Namespace, model, data) -> float:
@@ -272,33 +273,49 @@ def _target(args: argparse.Namespace, model, data) -> float:
     return original.median_ms / args.target_latency
 
 
-def _budget_verdict(result: CompressResult, found: SearchResult | None, args) -> int:
-    """Exit 3, saying how close we got, when a class output is over the accuracy budget or
-    another output under the SQNR floor; else 4 when the speed-up target was missed."""
+def verdict(result: CompressResult, found: SearchResult | None, args) -> dict:
+    """Did the run pass, and why: the budget and target asked for, what was measured, the
+    exit code (3 budget missed, 4 target missed within the budget) and the reasons."""
     max_drop, min_sqnr = args.max_drop, args.min_sqnr
-    roles = result.comparison.roles
-    progress.warn("compress", roles.warnings if roles else [])
-    if within_budget(result.comparison, max_drop, min_sqnr):
-        if found and found.chosen.speedup < found.target_speedup:
-            best = found.chosen
-            sys.stderr.write(
-                f"onnxslim-kd: target {found.target_speedup:g}x not reached within the budget: "
-                f"the fastest candidate in budget is {best.speedup:.2f}x ({best.label})"
-                f"{'' if args.best_effort else '; exit 4 (--best-effort: exit 0)'}\n"
-            )
-            return 0 if args.best_effort else TARGET_MISSED
-        return 0
-    tried = f" after {len(found.candidates)} candidates" if found else ""
     drop, how = accuracy_drop(result.comparison)
-    if drop is not None and drop > max_drop + 1e-12:
-        failed = f"{how} {drop:.4f} > --max-drop {max_drop}"
-    else:
-        name, sqnr = weak_outputs(result.comparison, min_sqnr)[0]
-        failed = f"output '{name}' SQNR {sqnr:.1f} dB < --min-sqnr {min_sqnr:g}"
-    sys.stderr.write(
-        f"onnxslim-kd: budget not met{tried}: {failed} (the closest result was saved)\n"
-    )
-    return BUDGET_MISSED
+    weak = weak_outputs(result.comparison, min_sqnr)
+    latency = result.comparison.latency
+    record = {
+        "budget": {"max_drop": max_drop, "min_sqnr": min_sqnr},
+        "target": {"speedup": found.target_speedup} if found else None,
+        "measured": {
+            "drop": drop, "drop_metric": how, "outputs_under_sqnr_floor": dict(weak),
+            "speedup": latency.latencies[-1].speedup if latency else None,
+        },
+        "exit_code": 0, "reasons": [],
+    }  # fmt: skip
+    if not within_budget(result.comparison, max_drop, min_sqnr):
+        tried = f" after {len(found.candidates)} candidates" if found else ""
+        if drop is not None and drop > max_drop + 1e-12:
+            failed = f"{how} {drop:.4f} > --max-drop {max_drop}"
+        else:
+            name, sqnr = weak[0]
+            failed = f"output '{name}' SQNR {sqnr:.1f} dB < --min-sqnr {min_sqnr:g}"
+        record["reasons"].append(f"budget not met{tried}: {failed} (the closest result was saved)")
+        record["exit_code"] = BUDGET_MISSED
+    elif found and found.chosen.speedup < found.target_speedup:
+        best = found.chosen
+        record["reasons"].append(
+            f"target {found.target_speedup:g}x not reached within the budget: the fastest "
+            f"candidate in budget is {best.speedup:.2f}x ({best.label})"
+            f"{'' if args.best_effort else '; exit 4 (--best-effort: exit 0)'}"
+        )
+        record["exit_code"] = 0 if args.best_effort else TARGET_MISSED
+    record["passed"] = not record["reasons"]
+    return record
+
+
+def _budget_verdict(record: dict, roles) -> int:
+    """Print the warnings and the verdict's reasons; return its exit code."""
+    progress.warn("compress", roles.warnings if roles else [])
+    for reason in record["reasons"]:
+        sys.stderr.write(f"onnxslim-kd: {reason}\n")
+    return record["exit_code"]
 
 
 def render(

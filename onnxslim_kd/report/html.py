@@ -48,6 +48,7 @@ def _stage_latency(stages: list[dict]) -> Callable:
         for bar, stage in zip(bars, stages, strict=True):
             axes.annotate(f"{stage['speedup']:.2f}x", (bar.get_x() + bar.get_width() / 2,
                           bar.get_height()), ha="center", va="bottom")  # fmt: skip
+        axes.set_ylim(0, max(values) * 1.18)  # room for the labels above the bars
         axes.set_ylabel(f"p50 latency, ms (batch {stages[0]['batch']})")
         axes.set_title("Latency after each stage (interleaved, ratio of medians)")
 
@@ -84,34 +85,109 @@ def _structures(structures: list[dict], target: float) -> Callable:
     return draw
 
 
+def _changed(groups: list[dict]) -> list[dict]:
+    """The pruned groups, the only ones the chart and its table show (the first 30)."""
+    return [g for g in groups if g["kept"] < g["size"]][:30]
+
+
 def _channels(groups: list[dict]) -> Callable:
     def draw(axes):
-        shown = [(i, g) for i, g in enumerate(groups) if g["status"] != "skipped"][:40]
+        shown = _changed(groups)
+        labels = [g["id"].strip("/").replace("/", " ")[-28:] for g in shown]
         positions = range(len(shown))
-        axes.bar(positions, [g["size"] for _, g in shown], color="#CCCCCC", label="before")
-        axes.bar(positions, [g["kept"] for _, g in shown], color="#4C72B0", label="after")
-        axes.set_xticks(list(positions), [str(i) for i, _ in shown], fontsize=6)
-        axes.set_xlabel("channel group (see table)")
-        axes.set_ylabel("channels")
-        axes.set_title("Channels per pruned group")
+        axes.barh(positions, [g["size"] for g in shown], color="#CCCCCC", label="before")
+        axes.barh(positions, [g["kept"] for g in shown], color="#4C72B0", label="after")
+        axes.set_yticks(list(positions), labels, fontsize=7)
+        axes.invert_yaxis()
+        axes.set_xlabel("channels")
+        axes.set_title("Channels of each pruned group, by producing node")
         axes.legend()
 
     return draw
 
 
+def _training(history: list[dict], best: int | None) -> Callable:
+    def draw(axes):
+        epochs = [h["epoch"] for h in history]
+        lines = axes.plot(epochs, [h["loss"] for h in history], color="#4C72B0", label="train loss")
+        axes.set_xlabel("epoch")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_ylabel("train loss")
+        metric = [h.get("val_metric") for h in history]
+        if any(m is not None for m in metric):
+            other = axes.twinx()
+            lines += other.plot(epochs, [100 * m for m in metric], color="#55A868",
+                                label="held-out metric")  # fmt: skip
+            other.set_ylabel("held-out metric, %")
+            if best:
+                lines.append(other.axvline(best, color="#C44E52", linestyle="--",
+                                           label=f"kept: epoch {best}"))  # fmt: skip
+        axes.legend(lines, [line.get_label() for line in lines], loc="best", fontsize=8)
+        axes.set_title("Distillation")
+
+    return draw
+
+
+#: Op types under this share of every profiled run are drawn as one "other" slice.
+SMALL_SHARE = 0.03
+
+
 def _profile(profiles: dict[str, dict]) -> Callable:
     def draw(axes):
-        ops = list(dict.fromkeys(op for p in profiles.values() for op in list(p["ops"])[:8]))
+        plt = _pyplot()
+        big = list(dict.fromkeys(
+            op for p in profiles.values() for op, e in p["ops"].items() if e["share"] >= SMALL_SHARE
+        ))  # fmt: skip
+        colours = plt.get_cmap("tab20").colors
         bottoms = [0.0] * len(profiles)
-        for op in ops:
-            values = [p["ops"].get(op, {}).get("ms_per_run", 0.0) for p in profiles.values()]
-            axes.bar(list(profiles), values, bottom=bottoms, label=op)
+        for index, op in enumerate([*big, "other"]):
+            values = [
+                sum(e["ms_per_run"] for o, e in p["ops"].items() if o not in big)
+                if op == "other" else p["ops"].get(op, {}).get("ms_per_run", 0.0)
+                for p in profiles.values()
+            ]  # fmt: skip
+            colour = "#BBBBBB" if op == "other" else colours[index % len(colours)]
+            axes.bar(list(profiles), values, bottom=bottoms, label=op, color=colour)
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         axes.set_ylabel("ms per run (onnxruntime profiler)")
         axes.set_title("Time per op type")
         axes.legend(fontsize=7, ncol=2)
 
     return draw
+
+
+def _verdict(verdict: dict) -> str:
+    """The banner: passed or not, against which budget and target, with what was measured."""
+    code = verdict["exit_code"]
+    title = {0: "PASSED", 3: "BUDGET MISSED", 4: "TARGET MISSED"}.get(code, f"exit {code}")
+    colour = "#2E7D32" if verdict["passed"] else "#C62828"
+    budget, measured, target = verdict["budget"], verdict["measured"], verdict.get("target")
+    facts = [f"budget: --max-drop {budget['max_drop']}, --min-sqnr {budget['min_sqnr']} dB"]
+    if measured.get("drop") is not None:
+        facts.append(f"measured {measured['drop_metric']} {measured['drop']:.4f}")
+    for name, sqnr in measured.get("outputs_under_sqnr_floor", {}).items():
+        facts.append(f"output '{name}' {sqnr:.1f} dB")
+    if target:
+        facts.append(f"target {target['speedup']:g}x")
+    if measured.get("speedup") is not None:
+        facts.append(f"measured speed-up {measured['speedup']:.2f}x")
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"])
+    return (
+        f'<div class="verdict" style="border-left:8px solid {colour};padding:6px 12px;'
+        f'background:#F6F6F6"><h2 style="color:{colour};margin:4px 0">{title} '
+        f"(exit {code})</h2><p>{html.escape('; '.join(facts))}</p><ul>{reasons}</ul></div>"
+    )
+
+
+def _fidelity_cell(fidelity: dict) -> str:
+    """The worst output's SQNR (and agreement) against the pass's input."""
+    if not fidelity:
+        return ""
+    name, entry = min(fidelity.items(), key=lambda item: item[1].get("sqnr_db", float("inf")))
+    text = f"'{name}' {entry['sqnr_db']:.1f} dB"
+    if entry.get("top1_agreement") is not None:
+        text += f", {entry['top1_agreement']:.1%} agreement"
+    return text
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -125,7 +201,16 @@ def _table(header: list[str], rows: list[list]) -> str:
 def render_html(record: dict, rows: list[tuple[str, str, str, str]]) -> str:
     """The compress report: summary, per-stage latency, search, channels, ranks, profile."""
     sections = [f"<h1>onnxslim-kd report: {html.escape(str(record.get('input', '')))}</h1>"]
+    if record.get("verdict"):
+        sections.append(_verdict(record["verdict"]))
     sections.append(_table(["", "before", "after", "change"], [list(r) for r in rows]))
+    if record.get("passes"):
+        sections.append("<h2>Passes</h2>")
+        sections.append(_table(["pass", "time", "what it did", "fidelity vs its input"], [
+            [p["pass"] + (" (resumed)" if p.get("resumed") else ""), f"{p['seconds']:.1f} s",
+             p["headline"], _fidelity_cell(p.get("fidelity_vs_previous", {}))]
+            for p in record["passes"]
+        ]))  # fmt: skip
     if record.get("stages"):
         sections += ["<h2>Latency per stage</h2>", _figure(_stage_latency(record["stages"]))]
     search = record.get("search")
@@ -140,19 +225,32 @@ def render_html(record: dict, rows: list[tuple[str, str, str, str]]) -> str:
         ]))  # fmt: skip
     for step in record.get("passes", []):
         summary = step.get("summary", {})
-        if step["pass"] == "prune" and summary.get("groups"):
-            sections += ["<h2>Pruning</h2>", _figure(_channels(summary["groups"]))]
-            sections.append(_table(["#", "group", "status", "channels", "why skipped"], [
-                [i, g["id"], g["status"], f"{g['size']} -> {g['kept']}", "; ".join(g["reasons"])]
-                for i, g in enumerate(summary["groups"])
+        if step["pass"] == "prune" and _changed(summary.get("groups", [])):
+            groups = summary["groups"]
+            sections += ["<h2>Pruning</h2>", _figure(_channels(groups))]
+            sections.append(_table(["group (producing node)", "channels"], [
+                [g["id"], f"{g['size']} -> {g['kept']}"] for g in _changed(groups)
             ]))  # fmt: skip
+            kept = [g for g in groups if g["kept"] == g["size"]]
+            if kept:
+                sections.append(f"<p>{len(kept)} groups kept whole (reasons in the JSON).</p>")
         if step["pass"] == "decompose" and summary.get("layers"):
+            done = [d for d in summary["layers"] if d["decomposed"]]
             sections.append("<h2>Low-rank decomposition</h2>")
-            sections.append(_table(["layer", "decision", "ranks", "speed-up"], [
-                [d["name"], d["kind"] if d["decomposed"] else f"skip: {d['reason']}",
-                 d["ranks"] or "", d["speedup"] or ""]
-                for d in summary["layers"]
-            ]))  # fmt: skip
+            if done:
+                sections.append(_table(["layer", "kind", "ranks", "speed-up"], [
+                    [d["name"], d["kind"], d["ranks"], d["speedup"] or ""] for d in done
+                ]))  # fmt: skip
+            sections.append(
+                f"<p>{len(done)} of {len(summary['layers'])} layers factorised; the others "
+                "were not measured faster (reasons in the JSON).</p>"
+            )
+        training = summary.get("training") if step["pass"] == "distill" else None
+        if training and training.get("history"):
+            sections += [
+                "<h2>Distillation</h2>",
+                _figure(_training(training["history"], training.get("best_epoch"))),
+            ]
     if record.get("profile"):
         sections += ["<h2>Where the time goes</h2>", _figure(_profile(record["profile"]))]
     env = record.get("environment", {})
