@@ -7,6 +7,7 @@ Exit codes: see cli/exit_codes.py (0 done, 1 internal error, 2 bad input, 3 budg
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 import traceback
@@ -25,8 +26,7 @@ from cli.commands import (
 )
 from cli.commands.paths import STDOUT, guard
 from onnxslim_kd import __version__, progress
-from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.validate import BrokenModelError
+from onnxslim_kd.errors import BrokenModelError, InputError
 
 COMMANDS = (inspect, bench, compare, compress, prune, decompose, quantize, distill, check)
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     progress.configure(args.quiet, args.log_format)
     try:
         guard(args, args.paths)
-        return args.handler(args)
+        return importlib.import_module(args.handler).run(args)
     except InputError as exc:
         return _fail(args, f"error: {exc}", exit_codes.BAD_INPUT)
     except BrokenModelError as exc:

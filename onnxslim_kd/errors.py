@@ -7,3 +7,7 @@ class InputError(Exception):
     The CLI prints the message on one line and exits with code 2, so the
     message must name the offending thing, what was expected and what was found.
     """
+
+
+class BrokenModelError(Exception):
+    """A pass produced a model that fails the checker or onnxruntime (a bug, exit 1)."""

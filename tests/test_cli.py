@@ -178,7 +178,7 @@ def test_bench_profile_breaks_time_down_by_op_type(cli, tmp_path, digits):
     assert next(iter(ops)) == "Conv"  # the digits CNN spends its time in convolutions
     assert sum(entry["share"] for entry in ops.values()) == pytest.approx(1.0, abs=0.01)
     total = sum(entry["ms_per_run"] for entry in ops.values())  # reconciled with the runs
-    assert total == pytest.approx(profile["run_ms"], rel=0.25)
+    assert total == pytest.approx(profile["run_ms"], rel=0.01)
     assert "op type (ms/run, share)" in result.stdout and "profiled run (median)" in result.stdout
 
 
@@ -203,3 +203,25 @@ def test_the_readme_command_reference_is_what_help_prints():
         [sys.executable, "scripts/cli_reference.py", "--check"], cwd=ROOT, check=False,
     )  # fmt: skip
     assert result.returncode == 0, "README.md is stale: run python scripts/cli_reference.py"
+
+
+def test_help_needs_neither_onnx_nor_numpy():
+    """--help answers at once (0.1 s here, 1.1-2.1 s when it imported onnx): building every
+    parser imports nothing heavy; the command's own work loads only when it runs."""
+    heavy = "('onnx', 'onnxruntime', 'numpy', 'torch')"
+    probe = ("import sys; from cli.main import build_parser; build_parser(); "
+             f"print(sorted(m for m in {heavy} if m in sys.modules))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_help_choices_are_the_registries_they_select_from():
+    from onnxslim_kd import defaults
+    from onnxslim_kd.decompose.candidates import METHODS as decompositions
+    from onnxslim_kd.prune.importance import CRITERIA
+    from onnxslim_kd.quantize.calibration import METHODS as calibrations
+
+    assert set(defaults.PRUNE_CRITERIA) == set(CRITERIA)
+    assert set(defaults.DECOMPOSE_METHODS) == set(decompositions)
+    assert set(defaults.CALIBRATION_METHODS) == set(calibrations)

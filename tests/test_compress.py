@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import onnxslim_kd as sk
-from onnxslim_kd.errors import InputError
+from onnxslim_kd.errors import BrokenModelError, InputError
 from onnxslim_kd.graph.save import save
-from onnxslim_kd.graph.validate import BrokenModelError
 from onnxslim_kd.pipeline.recipe import build_passes, read_recipe
 from onnxslim_kd.pipeline.registry import PASSES, Pass, PassResult, register_pass
 from tests.builders import conv_net

@@ -144,3 +144,14 @@ def test_works_after_pruning_and_before_quantization(cli, tmp_path, digits):
                  "--samples", "32", "--bench-runs", "0", "-q")  # fmt: skip
     assert result.code == 0, result.stderr
     check(load(int8))
+
+
+def test_with_data_every_output_is_measured_and_a_loss_is_warned_about(cli, tmp_path, digits):
+    out = tmp_path / "d.onnx"
+    result = cli("decompose", digits / "model.onnx", "-o", out, "--vbmf", "--data",
+                 digits / "calib.npz", "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    fidelity = json.loads(result.stdout)["fidelity"]["logits"]
+    assert fidelity["top1_agreement"] < 0.99  # VBMF ranks without fine-tuning lose a lot
+    assert "'logits' top-1 agreement" in result.stderr
+    assert f"distillation recovers it: onnxslim-kd distill {out} -o {out}.kd.onnx" in result.stderr

@@ -9,20 +9,10 @@ from cli.commands.common import (
     add_data_options,
     add_json_option,
     add_shape_option,
-    data_from,
-    emit_json,
-    save_output,
-    say,
-    shapes_for,
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import FRACTION_KEEP
-from onnxslim_kd.decompose import decompose, make_selector
-from onnxslim_kd.decompose.candidates import METHODS
-from onnxslim_kd.decompose.summary import ROW_HEADER, DecomposeSummary
-from onnxslim_kd.graph.load import load
-from onnxslim_kd.graph.validate import check
-from onnxslim_kd.report.table import markdown_table
+from onnxslim_kd.defaults import DECOMPOSE_METHODS
 
 EXAMPLES = """examples:
   onnxslim-kd decompose model.onnx -o model.lr.onnx                  # keep 95 % energy per layer
@@ -48,7 +38,7 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="where to write the result")
     parser.add_argument(
         "--method",
-        choices=METHODS,
+        choices=DECOMPOSE_METHODS,
         default="auto",
         help="svd: only Gemm/MatMul/1x1 Conv; tucker: only kxk Conv (auto: both)",
     )
@@ -85,41 +75,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_json_option(parser, "the summary")
     parser.set_defaults(
-        handler=run,
+        handler="cli.run.decompose",
         paths=PathRoles(inputs=("model", "data"), models=("output",), files=("json",)),
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    selector = make_selector(args.energy, args.rank_ratio, args.vbmf, args.target_macs)
-    model = load(args.model)
-    shapes = shapes_for(args, model, data_from(args, model, args.data))
-    out, summary = decompose(
-        model,
-        selector,
-        method=args.method,
-        measure=args.measure,
-        exclude=args.exclude,
-        shapes=shapes,
-    )
-    check(out)
-    save_output(out, args.output, args.model)
-    emit_json(
-        args.json, {"input": str(args.model), "output": str(args.output), **summary.as_dict()}
-    )
-    say(args, render(summary, args.output))
-    return 0
-
-
-def render(summary: DecomposeSummary, output: str) -> str:
-    """Every candidate layer with its decision, then the totals."""
-    ratio = summary.macs_after / summary.macs_before if summary.macs_before else 1.0
-    return "\n\n".join(
-        [
-            markdown_table(ROW_HEADER, summary.rows()),
-            f"{summary.strategy}: {summary.decomposed} of {len(summary.layers)} layers factorised; "
-            f"MACs {summary.macs_before / 1e6:,.1f}M -> {summary.macs_after / 1e6:,.1f}M "
-            f"({ratio:.2f}x) in {summary.seconds:.1f} s",
-            f"wrote {output}",
-        ]
     )

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.save import external_data_name, same_file
 
 #: The value of `--json` that means standard output rather than a file.
 STDOUT = "-"
@@ -49,6 +48,8 @@ class PathRoles:
 
 def guard(args: argparse.Namespace, roles: PathRoles) -> None:
     """Raise InputError for the first output path that would lose data or fail late."""
+    from onnxslim_kd.graph.save import external_data_name  # onnx: not at --help time
+
     inputs = [(option_name(name), p) for name in roles.inputs for p in _values(args, name)]
     inputs += [(label, p) for label, path in inputs for p in _external_files(path)]
     outputs: list[tuple[str, str, str]] = []  # (label, path, what: model, report or dir)
@@ -98,6 +99,8 @@ def _external_files(path: str) -> list[str]:
 
 
 def _check_output(label: str, path: str, what: str, inputs: list[tuple[str, str]]) -> None:
+    from onnxslim_kd.graph.save import same_file
+
     target = Path(path)
     for input_label, input_path in inputs:
         if same_file(target, input_path):
@@ -123,6 +126,8 @@ def _check_output(label: str, path: str, what: str, inputs: list[tuple[str, str]
 
 
 def _check_distinct(outputs: list[tuple[str, str]]) -> None:
+    from onnxslim_kd.graph.save import same_file
+
     seen: list[tuple[str, Path]] = []
     for label, path in outputs:
         for other_label, other in seen:

@@ -9,21 +9,10 @@ from cli.commands.common import (
     add_data_options,
     add_json_option,
     add_shape_option,
-    data_from,
-    emit_json,
-    save_output,
-    say,
-    shapes_from,
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import FRACTION_KEEP, FRACTION_OPEN, POSITIVE, RATIO
-from onnxslim_kd import progress
-from onnxslim_kd.graph.load import load
-from onnxslim_kd.graph.validate import check
-from onnxslim_kd.prune.importance import CRITERIA
-from onnxslim_kd.prune.plan import write_plan
-from onnxslim_kd.prune.prune import PruneOptions, PruneSummary, prune
-from onnxslim_kd.report.table import markdown_table
+from onnxslim_kd.defaults import PRUNE_CRITERIA
 
 EXAMPLES = """examples:
   onnxslim-kd prune model.onnx -o model.pruned.onnx --ratio 0.5
@@ -51,7 +40,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         help="channels removed per group, in [0, 1) (0.5)")  # fmt: skip
     budget.add_argument("--target-macs", type=FRACTION_KEEP,
                         help="keep this fraction of the MACs, in (0, 1]")  # fmt: skip
-    parser.add_argument("--criterion", default="l1", choices=list(CRITERIA), help="importance")
+    parser.add_argument(
+        "--criterion", default="l1", choices=list(PRUNE_CRITERIA), help="importance"
+    )
     parser.add_argument("--global", dest="global_ranking", action="store_true",
                         help="rank channels across groups instead of a uniform ratio")  # fmt: skip
     parser.add_argument("--max-ratio", type=FRACTION_OPEN, default=0.8,
@@ -70,59 +61,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_shape_option(parser)
     add_json_option(parser, "the summary")
     parser.set_defaults(
-        handler=run,
+        handler="cli.run.prune",
         paths=PathRoles(
             inputs=("model", "data", "plan"), models=("output",), files=("json", "plan_out")
         ),
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    options = PruneOptions(
-        ratio=args.ratio if args.target_macs is None else 0.5,
-        target_macs=args.target_macs,
-        criterion=args.criterion,
-        global_ranking=args.global_ranking,
-        max_ratio=args.max_ratio,
-        round_to=args.round_to,
-        exclude=args.exclude,
-        keep_stem=not args.prune_stem,
-        downsample=args.downsample,
-        plan=args.plan,
-    )
-    model = load(args.model)
-    data = data_from(args, model, args.data)
-    pruned, summary = prune(model, options, data, shapes_from(args))
-    check(pruned)
-    save_output(pruned, args.output, args.model)
-    if args.plan_out:
-        write_plan(summary.plan, args.plan_out)
-    emit_json(args.json, summary.as_dict())
-    say(args, render(summary))
-    progress.warn("prune", summary.warnings)
-    return 0
-
-
-def render(summary: PruneSummary) -> str:
-    """Groups pruned and skipped (with reasons), then params and MACs before/after."""
-    rows = [
-        (g.id, g.status, f"{g.size} -> {g.kept}", "; ".join(g.reasons[:2])) for g in summary.groups
-    ]
-    totals = [
-        ("params", f"{summary.params_before:,}", f"{summary.params_after:,}",
-         f"{summary.params_before / max(summary.params_after, 1):.2f}x"),
-        ("MACs", f"{summary.macs_before:,}", f"{summary.macs_after:,}",
-         f"{summary.macs_before / max(summary.macs_after, 1):.2f}x"),
-    ]  # fmt: skip
-    parts = [
-        markdown_table(["group", "status", "channels", "why skipped"], rows),
-        markdown_table(["", "before", "after", "reduction"], totals),
-    ]
-    if summary.spatial and not summary.spatial["skipped"]:
-        spatial = summary.spatial
-        parts.append(
-            f"resolution after {spatial['node']}: {spatial['resolution_before']} -> "
-            f"{spatial['resolution_after']} (stride {spatial['stride_before']} -> "
-            f"{spatial['stride_after']})"
-        )
-    return "\n\n".join(parts)

@@ -9,24 +9,15 @@ from cli.commands.common import (
     add_command,
     add_data_options,
     add_json_option,
-    data_from,
-    emit_json,
-    parse_batch_axes,
-    save_output,
-    say,
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import NON_NEGATIVE, POSITIVE, max_drop
-from cli.exit_codes import BUDGET_MISSED
-from onnxslim_kd import progress
-from onnxslim_kd.data import Preprocess, load_data
-from onnxslim_kd.graph.load import load
-from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
-from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, METHODS
-from onnxslim_kd.quantize.target import TARGETS
-from onnxslim_kd.report.table import markdown_table
-
-#: Exit code when the model was saved but --max-drop could not be met.
+from onnxslim_kd.defaults import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIB_MEMORY_MB,
+    DEFAULT_CALIB_SAMPLES,
+    QUANTIZE_TARGETS,
+)
 
 EXAMPLES = """examples:
   onnxslim-kd quantize samples/digits/model.onnx -o /tmp/digits.int8.onnx \\
@@ -54,9 +45,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="input FP32 ONNX model (never modified)")
     parser.add_argument("-o", "--output", required=True, help="where to write the INT8 model")
     add_data_options(parser, required=True)
-    parser.set_defaults(samples=DEFAULT_SAMPLES)
+    parser.set_defaults(samples=DEFAULT_CALIB_SAMPLES)
     parser.add_argument(
-        "--method", choices=sorted(METHODS), default="minmax", help="calibration (minmax)"
+        "--method",
+        choices=sorted(CALIBRATION_METHODS),
+        default="minmax",
+        help="calibration (minmax)",
     )
     granularity = parser.add_mutually_exclusive_group()
     granularity.add_argument(
@@ -67,7 +61,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "--per-tensor", dest="per_channel", action="store_false", help="one scale per weight"
     )
     parser.add_argument(
-        "--target-cpu", choices=TARGETS, help="data types for this CPU instead of the detected one"
+        "--target-cpu",
+        choices=QUANTIZE_TARGETS,
+        help="data types for this CPU instead of the detected one",
     )
     parser.add_argument(
         "--exclude", action="append", default=[], metavar="PATTERN",
@@ -86,8 +82,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help="budget for outputs that are not class scores: output SQNR floor in dB (30)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-calib-memory", type=POSITIVE, default=DEFAULT_MEMORY_MB, metavar="MB",
-        help=f"memory for entropy/percentile activation histograms ({DEFAULT_MEMORY_MB})",
+        "--max-calib-memory", type=POSITIVE, default=DEFAULT_CALIB_MEMORY_MB, metavar="MB",
+        help=f"memory for entropy/percentile activation histograms ({DEFAULT_CALIB_MEMORY_MB})",
     )  # fmt: skip
     parser.add_argument(
         "--force-int8", action="store_true",
@@ -105,99 +101,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     )
     add_json_option(parser, "the quantization report")
     parser.set_defaults(
-        handler=run,
+        handler="cli.run.quantize",
         paths=PathRoles(inputs=("model", "data", "eval_data"), models=("output",), files=("json",)),
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    model = load(args.model)
-    options = QuantizeOptions(
-        method=args.method,
-        samples=args.samples,
-        per_channel=args.per_channel,
-        target_cpu=args.target_cpu,
-        exclude=args.exclude,
-        max_drop=args.max_drop,
-        min_sqnr=args.min_sqnr,
-        max_calib_memory_mb=args.max_calib_memory,
-        force_int8=args.force_int8,
-        bench_runs=args.bench_runs,
-        threads=args.threads,
-    )
-    data = data_from(args, model, args.data)
-    eval_data = None
-    if args.eval_data:  # all of it: --samples sizes the calibration subset only
-        eval_data = load_data(
-            args.eval_data,
-            model,
-            preprocess=Preprocess.parse(args.preprocess),
-            axes=parse_batch_axes(args.batch_axis),
-        )
-    quantized, summary = quantize_model(model, data, options, eval_data=eval_data)
-    save_output(quantized, args.output, args.model)
-    emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})
-    say(args, render(summary, args.output))
-    progress.warn("quantize", summary.warnings)
-    slower = summary.result != "int8"
-    return BUDGET_MISSED if summary.budget_met is False or slower else 0
-
-
-def render(summary: QuantizeSummary, output: str) -> str:
-    """The choices and results in one table (the warnings go to stderr)."""
-    rows = [*_choices(summary), *_results(summary), ("result", f"{summary.result} -> {output}")]
-    return markdown_table(["quantize", "value"], rows)
-
-
-def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
-    types, calibration = summary.data_types, summary.calibration
-    granularity = "per-channel" if types["per_channel"] else "per-tensor"
-    weights = f"{types['weights']} {granularity}" + (" 7-bit" if types["reduce_range"] else "")
-    origin = "detected" if types["detected"] else "given"
-    return [
-        ("target CPU", f"{types['target']} ({origin})"),
-        ("data types", f"{types['format']}: activations {types['activations']}, weights {weights}"),
-        ("calibration", f"{calibration['method']}, {calibration['samples']} samples"),
-        ("kept in FP32", _kept(summary)),
-    ]
-
-
-def _kept(summary: QuantizeSummary) -> str:
-    """How many nodes stay in FP32, and each place a join was kept in float (and why)."""
-    text = f"{len(summary.excluded)} nodes"
-    joins = [f"{name}: {why}" for name, why in summary.joins_kept_float.items()
-             if not why.startswith("after ")]  # fmt: skip
-    return "; ".join([text, *joins])
-
-
-def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
-    coverage, fidelity = summary.coverage, summary.fidelity
-    compute = coverage["integer"] + coverage["dq_float"] + coverage["float"]
-    rows = [
-        (
-            "integer kernels",
-            f"{coverage['integer']} of {compute} compute ops ({coverage['ratio']:.0%}), "
-            f"{coverage['dq_float']} left as DQ -> float -> Q",
-        )
-    ]
-    if summary.latency:
-        fp32, int8 = summary.latency["models"]
-        timing = f"{fp32['p50_ms']:.3f} ms FP32 -> {int8['p50_ms']:.3f} ms INT8"
-        rows.append(("latency p50", f"{timing} ({int8['speedup']:.2f}x)"))
-    if "accuracy_int8" in fidelity:
-        change = f"{fidelity['accuracy_fp32']:.2%} FP32 -> {fidelity['accuracy_int8']:.2%} INT8"
-        rows.append(("accuracy", f"{change} ({fidelity['samples']} samples)"))
-    for name, fid in fidelity["outputs"].items():
-        text = f"SQNR {fid['sqnr_db']:.1f} dB"
-        if fid["top1_agreement"] is not None:
-            text += f", top-1 agreement {fid['top1_agreement']:.2%}"
-        rows.append((f"'{name}' vs FP32", text))
-    if summary.budget is not None:
-        state = "met" if summary.budget["ok"] else "NOT MET"
-        layers = len(summary.fallback_layers)
-        worst = summary.budget.get("output")
-        on = f" ('{worst}')" if worst else ""
-        rows.append(("budget", f"{summary.budget_source}: {summary.budget['metric']}{on} "
-                     f"{state}, {layers} layers fell back to FP32"))  # fmt: skip
-    rows.append(("measured on", summary.evaluated_on))
-    return rows

@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from onnxslim_kd.report.gate import MAX_DROP_RANGE, max_drop_error
+from onnxslim_kd.defaults import MAX_DROP_RANGE, max_drop_error
 
 
 def integer(minimum: int) -> Callable[[str], int]:

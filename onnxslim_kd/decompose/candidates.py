@@ -15,6 +15,7 @@ from onnxslim_kd.decompose.matmul import MatMulLayer
 from onnxslim_kd.decompose.pointwise import PointwiseConvLayer
 from onnxslim_kd.decompose.summary import LayerDecision
 from onnxslim_kd.decompose.tucker import TuckerConvLayer
+from onnxslim_kd.defaults import DECOMPOSE_METHODS
 from onnxslim_kd.graph.walk import attribute
 
 #: Ops that hold a weight worth factorising.
@@ -22,7 +23,7 @@ CANDIDATE_OPS = ("Conv", "Gemm", "MatMul")
 #: A layer with fewer channels than this on either side cannot pay: the smallest rank is
 #: 8, and its two extra passes over memory cost more than they save.
 MIN_CHANNELS = 16
-METHODS = ("auto", "svd", "tucker")
+METHODS = DECOMPOSE_METHODS
 
 
 def find_layers(

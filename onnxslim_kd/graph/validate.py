@@ -9,15 +9,11 @@ import numpy as np
 import onnx
 
 from onnxslim_kd.data.dataset import Dataset
-from onnxslim_kd.errors import InputError
+from onnxslim_kd.errors import BrokenModelError, InputError
 from onnxslim_kd.graph.io import batch_axes, fixed_batch
 from onnxslim_kd.graph.save import needs_external_data, save
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity
-
-
-class BrokenModelError(Exception):
-    """A pass produced a model that fails the checker or onnxruntime (a bug, exit 1)."""
 
 
 def check(model: onnx.ModelProto) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from onnxslim_kd.errors import BrokenModelError
 from onnxslim_kd.graph.io import model_inputs, model_outputs
-from onnxslim_kd.graph.validate import BrokenModelError
 
 
 def interface(model: onnx.ModelProto) -> dict:

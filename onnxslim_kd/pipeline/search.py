@@ -24,12 +24,13 @@ import onnx
 
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
 from onnxslim_kd.progress import muted, progress, report
 from onnxslim_kd.report.comparison import bench_feeds
-from onnxslim_kd.report.gate import DEFAULT_MIN_SQNR, accuracy_drop, within_budget
+from onnxslim_kd.report.gate import accuracy_drop, within_budget
 
 #: MACs fractions kept by channel pruning, gentle to strong; 1.0 (no pruning, so no
 #: distillation either: decompose where faster and quantize) is the safe first trial.
@@ -37,7 +38,6 @@ STRENGTHS = (1.0, 0.5, 0.3, 0.2, 0.13, 0.08)
 #: Resolution factors tried after the stem (2: spatial pruning, see prune/spatial.py).
 DOWNSAMPLE = (1, 2)
 #: Fine-tuned trials at most, besides the no-pruning baseline.
-MAX_TRIALS = 3
 #: Low-rank factorisation only where onnxruntime measures it faster.
 DECOMPOSE = {"name": "decompose", "energy": 0.95, "measure": True}
 

@@ -14,6 +14,7 @@ import onnx
 from onnxslim_kd.bench.cpu import cpu_info
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.defaults import DEFAULT_MAX_DROP, max_drop_error
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import fixed_batch, restore_interface
 from onnxslim_kd.graph.save import save
@@ -29,15 +30,10 @@ from onnxslim_kd.quantize.joins import calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import choose_data_types, detect_target
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
-from onnxslim_kd.report.gate import max_drop_error
 from onnxslim_kd.report.outputs import probe_roles
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
-#: Without --max-drop, fidelity is still guarded: class outputs may lose one point of
-#: accuracy (or top-1 agreement), other outputs must keep --min-sqnr; below that floor
-#: the sensitivity search sends layers back to FP32 as with --max-drop.
-DEFAULT_MAX_DROP = 0.01
 #: Without --eval-data this share of the calibration data is held out to measure the
 #: result, when there are at least HOLD_OUT_MIN samples (else it is measured on them all).
 HOLD_OUT = 0.2

@@ -22,6 +22,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.defaults import DEFAULT_CALIB_MEMORY_MB, DEFAULT_CALIB_SAMPLES
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.save import save
@@ -33,8 +34,8 @@ METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
-DEFAULT_SAMPLES = 256
-DEFAULT_MEMORY_MB = 1024
+DEFAULT_SAMPLES = DEFAULT_CALIB_SAMPLES
+DEFAULT_MEMORY_MB = DEFAULT_CALIB_MEMORY_MB
 #: Copies of each activation alive at once: onnxruntime's buffer and session output, and
 #: for histograms the stacked array and its flattened/absolute copy.
 _COPIES = 3

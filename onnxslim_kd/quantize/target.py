@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from onnxslim_kd.bench.cpu import cpu_info
+from onnxslim_kd.defaults import QUANTIZE_TARGETS
 from onnxslim_kd.errors import InputError
 
-TARGETS = ("x86-vnni", "x86-avx2", "arm")
+TARGETS = QUANTIZE_TARGETS
 _VNNI = {"AVX512-VNNI", "AVX-VNNI", "AMX-INT8"}
 _ARM_ARCHS = ("aarch64", "arm64", "armv8", "armv7")
 

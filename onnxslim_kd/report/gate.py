@@ -6,17 +6,8 @@ from dataclasses import asdict, dataclass
 
 from onnxslim_kd.report.comparison import Comparison
 
+
 #: The accuracy budget's range, the same for every command and recipe.
-MAX_DROP_RANGE = "[0, 1]"
-
-
-def max_drop_error(value: float) -> str | None:
-    """Why `value` is not a valid --max-drop (a fraction: 0.01 = one point), or None."""
-    if 0 <= value <= 1:
-        return None
-    return f"must be a fraction in {MAX_DROP_RANGE} (0.01 = one point), got {value:g}"
-
-
 @dataclass
 class Limit:
     """One checked limit: what was measured against what was allowed."""
@@ -33,7 +24,6 @@ class Limit:
 
 #: SQNR floor (dB) of outputs that are not class scores (boxes, landmarks, embeddings),
 #: for the budget of compress and check: 20 dB is an RMS error of 10% of the signal.
-DEFAULT_MIN_SQNR = 20.0
 
 
 def accuracy_drop(comparison: Comparison) -> tuple[float | None, str]:

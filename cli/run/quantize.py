@@ -1,0 +1,112 @@
+"""The work of `onnxslim-kd quantize`, imported only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.exit_codes import BUDGET_MISSED
+from cli.run.common import (
+    data_from,
+    emit_json,
+    parse_batch_axes,
+    save_output,
+    say,
+)
+from onnxslim_kd import progress
+from onnxslim_kd.data import Preprocess, load_data
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
+from onnxslim_kd.report.table import markdown_table
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load(args.model)
+    options = QuantizeOptions(
+        method=args.method,
+        samples=args.samples,
+        per_channel=args.per_channel,
+        target_cpu=args.target_cpu,
+        exclude=args.exclude,
+        max_drop=args.max_drop,
+        min_sqnr=args.min_sqnr,
+        max_calib_memory_mb=args.max_calib_memory,
+        force_int8=args.force_int8,
+        bench_runs=args.bench_runs,
+        threads=args.threads,
+    )
+    data = data_from(args, model, args.data)
+    eval_data = None
+    if args.eval_data:  # all of it: --samples sizes the calibration subset only
+        eval_data = load_data(
+            args.eval_data,
+            model,
+            preprocess=Preprocess.parse(args.preprocess),
+            axes=parse_batch_axes(args.batch_axis),
+        )
+    quantized, summary = quantize_model(model, data, options, eval_data=eval_data)
+    save_output(quantized, args.output, args.model)
+    emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})
+    say(args, render(summary, args.output))
+    progress.warn("quantize", summary.warnings)
+    slower = summary.result != "int8"
+    return BUDGET_MISSED if summary.budget_met is False or slower else 0
+
+
+def render(summary: QuantizeSummary, output: str) -> str:
+    """The choices and results in one table (the warnings go to stderr)."""
+    rows = [*_choices(summary), *_results(summary), ("result", f"{summary.result} -> {output}")]
+    return markdown_table(["quantize", "value"], rows)
+
+
+def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
+    types, calibration = summary.data_types, summary.calibration
+    granularity = "per-channel" if types["per_channel"] else "per-tensor"
+    weights = f"{types['weights']} {granularity}" + (" 7-bit" if types["reduce_range"] else "")
+    origin = "detected" if types["detected"] else "given"
+    return [
+        ("target CPU", f"{types['target']} ({origin})"),
+        ("data types", f"{types['format']}: activations {types['activations']}, weights {weights}"),
+        ("calibration", f"{calibration['method']}, {calibration['samples']} samples"),
+        ("kept in FP32", _kept(summary)),
+    ]
+
+
+def _kept(summary: QuantizeSummary) -> str:
+    """How many nodes stay in FP32, and each place a join was kept in float (and why)."""
+    text = f"{len(summary.excluded)} nodes"
+    joins = [f"{name}: {why}" for name, why in summary.joins_kept_float.items()
+             if not why.startswith("after ")]  # fmt: skip
+    return "; ".join([text, *joins])
+
+
+def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
+    coverage, fidelity = summary.coverage, summary.fidelity
+    compute = coverage["integer"] + coverage["dq_float"] + coverage["float"]
+    rows = [
+        (
+            "integer kernels",
+            f"{coverage['integer']} of {compute} compute ops ({coverage['ratio']:.0%}), "
+            f"{coverage['dq_float']} left as DQ -> float -> Q",
+        )
+    ]
+    if summary.latency:
+        fp32, int8 = summary.latency["models"]
+        timing = f"{fp32['p50_ms']:.3f} ms FP32 -> {int8['p50_ms']:.3f} ms INT8"
+        rows.append(("latency p50", f"{timing} ({int8['speedup']:.2f}x)"))
+    if "accuracy_int8" in fidelity:
+        change = f"{fidelity['accuracy_fp32']:.2%} FP32 -> {fidelity['accuracy_int8']:.2%} INT8"
+        rows.append(("accuracy", f"{change} ({fidelity['samples']} samples)"))
+    for name, fid in fidelity["outputs"].items():
+        text = f"SQNR {fid['sqnr_db']:.1f} dB"
+        if fid["top1_agreement"] is not None:
+            text += f", top-1 agreement {fid['top1_agreement']:.2%}"
+        rows.append((f"'{name}' vs FP32", text))
+    if summary.budget is not None:
+        state = "met" if summary.budget["ok"] else "NOT MET"
+        layers = len(summary.fallback_layers)
+        worst = summary.budget.get("output")
+        on = f" ('{worst}')" if worst else ""
+        rows.append(("budget", f"{summary.budget_source}: {summary.budget['metric']}{on} "
+                     f"{state}, {layers} layers fell back to FP32"))  # fmt: skip
+    rows.append(("measured on", summary.evaluated_on))
+    return rows

@@ -1,0 +1,37 @@
+"""Defaults and choice names that `--help` shows, free of heavy imports.
+
+The CLI builds its parsers from these without importing onnx, onnxruntime or numpy, so
+`onnxslim-kd --help` and `onnxslim-kd COMMAND --help` answer at once. Each pass reads its
+own defaults from here; tests/test_cli.py checks the choice names against the registries
+they select from.
+"""
+
+from __future__ import annotations
+
+#: --max-drop is a fraction of accuracy (or top-1 agreement): 0.01 = one point.
+MAX_DROP_RANGE = "[0, 1]"
+#: Without --max-drop, fidelity is still guarded (quantize; decompose warns): class outputs
+#: may lose one point of accuracy or top-1 agreement, other outputs keep --min-sqnr.
+DEFAULT_MAX_DROP = 0.01
+#: --min-sqnr of compress: the floor of outputs that are not class scores (dB).
+DEFAULT_MIN_SQNR = 20.0
+#: Fine-tuned candidates of the --target-speedup search at most.
+MAX_TRIALS = 3
+#: Channel-importance criteria of prune (prune.importance.CRITERIA).
+PRUNE_CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "apoz", "mean-act")
+#: Factorisations of decompose (decompose.candidates).
+DECOMPOSE_METHODS = ("auto", "svd", "tucker")
+#: Calibration methods of quantize (quantize.calibration.METHODS).
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: Calibration samples and the memory for histogram calibration, by default.
+DEFAULT_CALIB_SAMPLES = 256
+DEFAULT_CALIB_MEMORY_MB = 1024
+#: CPUs quantize chooses data types for (quantize.target).
+QUANTIZE_TARGETS = ("x86-vnni", "x86-avx2", "arm")
+
+
+def max_drop_error(value: float) -> str | None:
+    """Why `value` is not a valid --max-drop (a fraction: 0.01 = one point), or None."""
+    if 0 <= value <= 1:
+        return None
+    return f"must be a fraction in {MAX_DROP_RANGE} (0.01 = one point), got {value:g}"
