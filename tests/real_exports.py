@@ -116,3 +116,15 @@ def voice_activity(opset: int = 17) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
+
+
+#: Every command a real family is run through in the tests, as a user types it (short
+#: fine-tunes, few timed runs); compress-speedup may end 4 (target missed in budget).
+EVERY_COMMAND = {
+    "prune": ["prune", "--ratio", "0.3"],
+    "decompose": ["decompose"],
+    "quantize": ["quantize", "--bench-runs", "2"],
+    "compress": ["compress", "--distill-epochs", "1", "--bench-runs", "2"],
+    "compress-speedup": ["compress", "--distill-epochs", "1", "--bench-runs", "2",
+                         "--target-speedup", "2", "--max-trials", "2"],
+}  # fmt: skip

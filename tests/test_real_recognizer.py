@@ -18,6 +18,7 @@ from onnxslim_kd.distill.ops import RULES  # noqa: E402
 from onnxslim_kd.distill.ops.registry import Rule  # noqa: E402
 from onnxslim_kd.graph.save import save  # noqa: E402
 from onnxslim_kd.graph.session import make_session  # noqa: E402
+from tests.real_exports import EVERY_COMMAND  # noqa: E402
 from tests.recognizer import CLASSES, HEIGHT, export_recognizer  # noqa: E402
 
 
@@ -131,14 +132,7 @@ def _runs_at_two_widths(path) -> None:
         assert out.shape == (width // 4, 2, CLASSES)
 
 
-COMMANDS = {
-    "prune": ["prune", "--ratio", "0.3"],
-    "decompose": ["decompose"],
-    "quantize": ["quantize", "--bench-runs", "2"],
-    "compress": ["compress", "--distill-epochs", "1", "--bench-runs", "2"],
-    "compress-speedup": ["compress", "--distill-epochs", "1", "--bench-runs", "2",
-                         "--target-speedup", "2", "--max-trials", "2"],
-}  # fmt: skip
+COMMANDS = EVERY_COMMAND
 
 
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torchvision")
 
 from onnxslim_kd.graph.session import make_session
+from tests.real_exports import EVERY_COMMAND
 from tests.segmentation import SIZE, export_segmenter
 
 SIZES = [SIZE, (64, 80)]
@@ -52,14 +53,7 @@ def _keeps_interface(path, dynamic: bool) -> None:
         assert out.shape == (batch, 5, h, w)
 
 
-LINES = {
-    "prune": ["prune", "--ratio", "0.3"],
-    "decompose": ["decompose"],
-    "quantize": ["quantize", "--bench-runs", "2"],
-    "compress": ["compress", "--distill-epochs", "1", "--bench-runs", "2"],
-    "compress-speedup": ["compress", "--distill-epochs", "1", "--bench-runs", "2",
-                         "--target-speedup", "2", "--max-trials", "2"],
-}  # fmt: skip
+LINES = EVERY_COMMAND
 CASES = [
     *[("lraspp_mobilenet_v3_large", opset, True, line) for opset in (12, 17) for line in LINES],
     *[("lraspp_mobilenet_v3_large", 17, False, line) for line in ("prune", "compress")],

@@ -7,6 +7,7 @@ plain loop over time steps, so gradients flow through it like through any other 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -82,7 +83,7 @@ def _run(ctx: OpContext, x: Tensor, initial: list[Tensor | None], sequence_lens,
     return (y, *last)
 
 
-def _projections(x: Tensor, w: Tensor, b: Tensor | None, gates: int, layout: int):
+def _projections(x: Tensor, w: Tensor, b: Tensor | None, layout: int):
     """X W^T + Wb for every step and direction: [D, T, N, gates * H]."""
     steps = x.transpose(0, 1) if layout else x
     projected = torch.einsum("tni,dgi->dtng", steps, w)
@@ -91,18 +92,32 @@ def _projections(x: Tensor, w: Tensor, b: Tensor | None, gates: int, layout: int
     return projected
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """What every step of a recurrent layer reads: activations and clip per the node, the
+    input projection of all steps, and the width of W's half of the bias."""
+
+    act: list[list[Callable[[Tensor], Tensor]]]
+    clip: Callable[[Tensor], Tensor]
+    projected: Tensor
+    width: int
+
+    @classmethod
+    def of(cls, ctx: OpContext, x: Tensor, w: Tensor, b: Tensor | None) -> _Layer:
+        act = _activations(ctx, w.shape[0])
+        projected = _projections(x, w, b, ctx.attr("layout", 0))
+        return cls(act, _clip(ctx), projected, w.shape[1])
+
+
 def _recurrent_bias(b: Tensor | None, d: int, width: int) -> Tensor | float:
     return 0.0 if b is None else b[d, width:]
 
 
 @register("LSTM", weights=(1, 2, 3, 7))
 def lstm(ctx: OpContext, x, w, r, b=None, sequence_lens=None, h0=None, c0=None, p=None):
-    directions = w.shape[0]
-    act = _activations(ctx, directions)
-    clip = _clip(ctx)
+    layer = _Layer.of(ctx, x, w, b)
+    act, clip, projected, width = layer.act, layer.clip, layer.projected, layer.width
     coupled = bool(ctx.attr("input_forget", 0))
-    projected = _projections(x, w, b, 4, ctx.attr("layout", 0))
-    width = w.shape[1]
 
     def cell(d: int, t: int, states: list[Tensor]) -> list[Tensor]:
         h, c = states
@@ -120,12 +135,9 @@ def lstm(ctx: OpContext, x, w, r, b=None, sequence_lens=None, h0=None, c0=None, 
 
 @register("GRU", weights=(1, 2, 3))
 def gru(ctx: OpContext, x, w, r, b=None, sequence_lens=None, h0=None):
-    directions = w.shape[0]
-    act = _activations(ctx, directions)
-    clip = _clip(ctx)
+    layer = _Layer.of(ctx, x, w, b)
+    act, clip, projected, width = layer.act, layer.clip, layer.projected, layer.width
     before_reset = bool(ctx.attr("linear_before_reset", 0))
-    projected = _projections(x, w, b, 3, ctx.attr("layout", 0))
-    width = w.shape[1]
 
     def cell(d: int, t: int, states: list[Tensor]) -> list[Tensor]:
         (h,) = states
@@ -143,13 +155,11 @@ def gru(ctx: OpContext, x, w, r, b=None, sequence_lens=None, h0=None):
 
 @register("RNN", weights=(1, 2, 3))
 def rnn(ctx: OpContext, x, w, r, b=None, sequence_lens=None, h0=None):
-    act = _activations(ctx, w.shape[0])
-    clip = _clip(ctx)
-    projected = _projections(x, w, b, 1, ctx.attr("layout", 0))
-    width = w.shape[1]
+    layer = _Layer.of(ctx, x, w, b)
 
     def cell(d: int, t: int, states: list[Tensor]) -> list[Tensor]:
         (h,) = states
-        return [act[d][0](clip(projected[d, t] + h @ r[d].T + _recurrent_bias(b, d, width)))]
+        step = layer.projected[d, t] + h @ r[d].T + _recurrent_bias(b, d, layer.width)
+        return [layer.act[d][0](layer.clip(step))]
 
     return _run(ctx, x, [h0], sequence_lens, cell)
