@@ -345,3 +345,21 @@ def test_concat_prunes_the_inputs_whose_channels_lie_on_its_axis():
     assert weights(pruned)["conv1:1"] == (4, 4, 3, 3) and weights(pruned)["conv3:1"] == (3, 8, 3, 3)
     reasons = {r for group in summary.groups for r in group.reasons}
     assert "Concat 'concat1' joins it on another axis" in reasons
+
+
+def test_a_weight_tied_between_layers_stays_one_tensor():
+    """Two MLP blocks read the same W1/W2 (an exporter shares equal weights): pruning keeps
+    the same hidden units in both, so the weights stay shared and params only fall."""
+    g = Graph(shape=(2, 8))
+    w1, w2 = g.weight(8, 16), g.weight(16, 8)
+    zeros = g.const(np.zeros(16, np.float32))  # a uniform tensor shared by unrelated layers
+    first = g.op("MatMul", [g.op("Relu", [g.op("Add", [g.op("MatMul", ["input", w1]), zeros])]),
+                            w2])  # fmt: skip
+    second = g.op("MatMul", [g.op("Relu", [g.op("Add", [g.op("MatMul", [first, w1]), zeros])]),
+                             w2])  # fmt: skip
+    model = g.model(second)
+    pruned, summary = prune_lossless(model)
+    shapes = weights(pruned)
+    assert shapes["matmul1:1"] == shapes["matmul3:1"] == (8, 8)
+    assert pruned.graph.node[0].input[1] == pruned.graph.node[4].input[1]  # one tensor
+    assert summary.params_after < summary.params_before

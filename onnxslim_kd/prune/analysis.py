@@ -38,6 +38,7 @@ class Analysis:
         self.spaces = Spaces()
         self.layouts: dict[str, Layout] = {}
         self.slices: list[ParamSlice] = []
+        self._tied: dict[tuple[str, int], tuple[Layout, str]] = {}  # (weight, axis) -> first use
         self.edits: list[tuple[object, int]] = []  # (rule, node index) with attribute rewrites
         self.origins: dict[int, list[int]] = {}  # space -> node indices that created it
         self.node_layouts: dict[int, tuple[Layout | None, Layout | None]] = {}
@@ -97,10 +98,22 @@ class Analysis:
     def slice_param(self, index: int, input_index: int, axis: int, layout: Layout) -> None:
         """Declare that an initializer input is indexed by `layout` along `axis`."""
         node = self.graph.node[index]
-        if self.const(node.input[input_index]) is None:
+        value = self.const(node.input[input_index])
+        if value is None:
             self.block(layout, f"'{node_label(node, index)}' has a computed per-channel input")
             return
         self.slices.append(ParamSlice(index, input_index, axis, layout))
+        self._tie(node.input[input_index], axis, layout, value, node_label(node, index))
+
+    def _tie(self, name: str, axis: int, layout: Layout, value: np.ndarray, user: str) -> None:
+        """A weight several nodes read (tied by the exporter) keeps the same channels in all
+        of them, so it stays one tensor. A uniform one (the zeros an exporter shares
+        between unrelated layers) ties nothing: its slices are equal whatever is kept."""
+        if np.all(value == value.reshape(-1)[0]):
+            return
+        first = self._tied.setdefault((name, axis), (layout, user))
+        if first[1] != user:
+            self.couple(first[0], layout, f"'{user}' and '{first[1]}' share the weight '{name}'")
 
     def edit(self, rule: object, index: int) -> None:
         self.edits.append((rule, index))

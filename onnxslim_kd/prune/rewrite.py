@@ -28,6 +28,7 @@ def apply_keep(an: Analysis, kept: dict[int, np.ndarray]) -> onnx.ModelProto:
     readers = Counter(name for node in graph.node for name in node.input if name)
     readers.update(output.name for output in graph.output)
     tensors = {t.name: t for t in graph.initializer}
+    made: dict[tuple, str] = {}  # (source, shape, bytes) of a sliced tensor -> its name
     for (index, position), items in grouped.items():
         cuts = [(item.axis, kept_positions(item.layout, lookup)) for item in items]
         cuts = [(axis, pos) for (axis, pos), item in zip(cuts, items, strict=True)
@@ -38,10 +39,14 @@ def apply_keep(an: Analysis, kept: dict[int, np.ndarray]) -> onnx.ModelProto:
         value = numpy_helper.to_array(tensors[node.input[position]])
         for axis, positions in dict(cuts).items():
             value = take(value, axis, positions)
+        key = (node.input[position], value.shape, value.dtype.str, value.tobytes())
+        if key in made:  # the same slice of a shared weight: share the slice too
+            node.input[position] = made[key]
+            continue
         name = _private_name(node, index, position, readers)
         tensors[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
         graph.initializer.append(tensors[name])
-        node.input[position] = name
+        node.input[position] = made[key] = name
     _replace_initializers(graph, tensors)
     for rule, index in an.edits:
         rule.rewrite(an, graph, index, lookup)
