@@ -13,6 +13,12 @@ from onnxslim_kd.errors import InputError
 SUBSET_SEED = 0
 
 
+#: Share of the data held out to measure results when no evaluation data is given, and
+#: the fewest samples for which anything is held out.
+EVALUATION_SHARE = 0.2
+MIN_EVALUATION_SAMPLES = 10
+
+
 @dataclass
 class Dataset:
     """Arrays named after graph inputs; `labels` are integer class ids, one per sample.
@@ -65,6 +71,14 @@ class Dataset:
                 f"{self.source}: too few samples ({len(self)}) to hold out {fraction:g}"
             )
         return self.take(np.sort(order[count:])), self.take(np.sort(order[:count]))
+
+    def evaluation_split(self) -> tuple[Dataset, Dataset | None]:
+        """(the rest, EVALUATION_SHARE held out to measure results on), or (all, None) with
+        fewer than MIN_EVALUATION_SAMPLES: the split compress and quantize make when no
+        evaluation data is given."""
+        if len(self) < MIN_EVALUATION_SAMPLES:
+            return self, None
+        return self.hold_out(EVALUATION_SHARE)
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds for onnxruntime, `batch_size` samples at a time (the last may be smaller)."""

@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 
 from onnxslim_kd.bench.latency import bench
-from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.data.dataset import EVALUATION_SHARE, Dataset
 from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
@@ -44,10 +44,6 @@ DECOMPOSE = {"name": "decompose", "energy": 0.95, "measure": True}
 
 #: The gentlest recipe: the fallback when the default one misses the budget.
 INT8_ONLY = [{"name": "quantize"}]
-#: Share of --data held out for every measured decision when no --eval-data is given.
-HOLD_OUT = 0.2
-#: Fewer samples than this and nothing is held out (the report says so).
-MIN_HOLD_OUT_SAMPLES = 10
 
 
 def held_out(data: Dataset | None, eval_data: Dataset | None) -> tuple:
@@ -55,10 +51,10 @@ def held_out(data: Dataset | None, eval_data: Dataset | None) -> tuple:
     --data is held out, so no decision or figure rests on the samples trained on."""
     if eval_data is not None or data is None:
         return data, eval_data, "--eval-data" if eval_data is not None else "random inputs"
-    if len(data) < MIN_HOLD_OUT_SAMPLES:
+    train, held = data.evaluation_split()
+    if held is None:
         return data, None, f"the {len(data)} --data samples themselves (too few to hold out)"
-    train, held = data.hold_out(HOLD_OUT)
-    return train, held, f"{len(held)} samples held out of --data ({HOLD_OUT:.0%})"
+    return train, held, f"{len(held)} samples held out of --data ({EVALUATION_SHARE:.0%})"
 
 
 def fall_back_to_int8(

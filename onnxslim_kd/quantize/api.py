@@ -34,10 +34,6 @@ from onnxslim_kd.report.outputs import probe_roles
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
-#: Without --eval-data this share of the calibration data is held out to measure the
-#: result, when there are at least HOLD_OUT_MIN samples (else it is measured on them all).
-HOLD_OUT = 0.2
-HOLD_OUT_MIN = 10
 
 
 @dataclass
@@ -106,10 +102,10 @@ def quantize_model(
 ) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """INT8 copy of `model` calibrated on `data`; `eval_data` measures the budget and fidelity.
 
-    Without `eval_data`, HOLD_OUT of `data` is held out to measure them (the report says
-    on what). Fidelity is always guarded (see DEFAULT_MAX_DROP), and INT8 that is
-    measured slower than FP32 is not returned unless `options.force_int8`. `model` is
-    never modified.
+    Without `eval_data`, a fifth of `data` is held out to measure them
+    (Dataset.evaluation_split; the report says on what). Fidelity is always guarded (see
+    DEFAULT_MAX_DROP), and INT8 that is measured slower than FP32 is not returned unless
+    `options.force_int8`. `model` is never modified.
     """
     options = options or QuantizeOptions()
     data, eval_data, evaluated_on = _held_out(data, eval_data)
@@ -280,7 +276,7 @@ def _held_out(data: Dataset, eval_data: Dataset | None) -> tuple[Dataset, Datase
     """(calibration data, evaluation data or None, what the evaluation is measured on)."""
     if eval_data is not None:
         return data, eval_data, "the evaluation data"
-    if len(data) < HOLD_OUT_MIN:
+    rest, held = data.evaluation_split()
+    if held is None:
         return data, None, f"the {len(data)} calibration samples (too few to hold any out)"
-    rest, held = data.hold_out(HOLD_OUT)
     return rest, held, f"{len(held)} calibration samples held out from calibration"
