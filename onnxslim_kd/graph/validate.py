@@ -46,12 +46,13 @@ def run(model: onnx.ModelProto, data: Dataset, batch_size: int = 32) -> dict[str
     input_axes = {**batch_axes(model), **data.axes}
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for feeds in data.batches(batch_size):
-        count = _samples(feeds, input_axes)
-        if fixed and count < fixed:
+        count = _samples(feeds, input_axes) if fixed else 0  # only a fixed batch is padded
+        short = count < fixed if fixed else False
+        if short:
             feeds = _padded(feeds, input_axes, fixed)
         for name, value in zip(names, session.run(names, feeds), strict=True):
             axis = axes.get(name, 0)
-            if fixed and count < fixed and axis is not None:
+            if short and axis is not None:
                 value = np.take(value, np.arange(count), axis=axis)
             chunks[name].append(value)
     return {
