@@ -1,4 +1,4 @@
-"""Options and output helpers shared by the subcommands."""
+"""Output helpers shared by the commands' work: data, shapes, saving, JSON and tables."""
 
 from __future__ import annotations
 
