@@ -69,7 +69,7 @@ def test_batches_cover_every_sample(tmp_path):
         ),
         (
             {"input": np.zeros((4, 3, 8, 8), np.float32), "labels": np.zeros(4, np.float32)},
-            "'labels' must be a 1-D integer array",
+            "'labels' must be integer class ids \\[N\\], or label sequences",
         ),
     ],
 )

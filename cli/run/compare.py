@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
         fid = roles.fidelity(name, ref, cand_out[name])
         entry = fid.as_dict()
         if name == roles.label_output:
-            entry["accuracy_reference"] = accuracy(ref, data.labels)
-            entry["accuracy_candidate"] = accuracy(cand_out[name], data.labels)
+            axis = roles.class_axes.get(name)
+            entry["accuracy_reference"] = accuracy(ref, data.labels, axis)
+            entry["accuracy_candidate"] = accuracy(cand_out[name], data.labels, axis)
         record["outputs"][name] = entry
         rows.append([name, *(_fmt(entry.get(k)) for k in COLUMNS)])
     emit_json(args.json, record)

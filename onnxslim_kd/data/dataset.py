@@ -21,7 +21,8 @@ MIN_EVALUATION_SAMPLES = 10
 
 @dataclass
 class Dataset:
-    """Arrays named after graph inputs; `labels` are integer class ids, one per sample.
+    """Arrays named after graph inputs; `labels` are integer class ids, one per sample, or
+    label sequences [N, L] padded with -1 (a text recogniser's, read by CTC decoding).
 
     Samples lie on axis 0 unless `axes` says otherwise: a recurrent state [layers, N, H]
     has them on axis 1, and an input mapped to None (a scalar sample rate) is not per

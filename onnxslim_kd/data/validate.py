@@ -66,10 +66,10 @@ def _check_input(where: str, spec: TensorSpec, array: np.ndarray, batch_axis: in
 
 
 def _check_labels(where: str, labels: np.ndarray, count: int) -> None:
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    if labels.ndim not in (1, 2) or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(
-            f"{where}: 'labels' must be a 1-D integer array of class ids, "
-            f"found {labels.dtype} {list(labels.shape)}"
+            f"{where}: 'labels' must be integer class ids [N], or label sequences [N, L] "
+            f"padded with -1, found {labels.dtype} {list(labels.shape)}"
         )
     if len(labels) != count:
         raise InputError(f"{where}: {len(labels)} labels for {count} samples")

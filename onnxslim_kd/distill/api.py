@@ -52,7 +52,8 @@ def distill(
     if batching["trained_at"] is not None:
         options = replace(options, batch=batching["trained_at"])
     primary, roles = _primary_output(teachers[0], data)
-    if roles.label_output is None:  # labels that describe no output, or several: not used
+    sequences = data.labels is not None and data.labels.ndim == 2
+    if roles.label_output is None or sequences:  # no output's, several, or text: not used
         data = data.without_labels()
         val = None if val is None else val.without_labels()
     student_graph = _first(trainable, primary)
@@ -83,6 +84,8 @@ def distill(
         if objective.needs("maps") or objective.needs("embedding")
         else None,
     }
+    if sequences:
+        summary["labels"] = "label sequences: not a loss term, the teacher's outputs teach"
     if val_split is not None:
         summary["metric"] = _metric_name(val_split)
         summary["val_samples"] = len(val_split)

@@ -29,8 +29,8 @@ from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import choose_data_types, detect_target
-from onnxslim_kd.report.fidelity import accuracy, output_fidelity
-from onnxslim_kd.report.outputs import probe_roles
+from onnxslim_kd.report.fidelity import accuracy
+from onnxslim_kd.report.outputs import output_roles, probe_roles
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
@@ -227,16 +227,18 @@ def _hold_budget(
 
 
 def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> dict:
-    """Per-output fidelity against the original FP32 model, plus accuracy with labels."""
+    """Per-output fidelity against the original FP32 model, plus accuracy on the labels'
+    output."""
     reference, candidate = run(model, data), run(quantized, data)
+    roles = output_roles(model, reference, data.labels)
     record: dict[str, Any] = {
         "samples": len(data),
-        "outputs": {k: output_fidelity(reference[k], candidate[k]).as_dict() for k in reference},
+        "outputs": {k: roles.fidelity(k, reference[k], candidate[k]).as_dict() for k in reference},
     }
-    if data.labels is not None:
-        first = next(iter(reference))
-        record["accuracy_fp32"] = accuracy(reference[first], data.labels)
-        record["accuracy_int8"] = accuracy(candidate[first], data.labels)
+    if roles.label_output is not None:
+        name, axis = roles.label_output, roles.class_axes.get(roles.label_output)
+        record["accuracy_fp32"] = accuracy(reference[name], data.labels, axis)
+        record["accuracy_int8"] = accuracy(candidate[name], data.labels, axis)
     return record
 
 

@@ -60,7 +60,8 @@ def score(
     for name, ref in reference.items():
         cand = candidate[name]
         if name == roles.label_output and labels is not None:
-            before, after = accuracy(ref, labels), accuracy(cand, labels)
+            axis = roles.class_axes.get(name)
+            before, after = accuracy(ref, labels, axis), accuracy(cand, labels, axis)
             entries[name] = _entry("accuracy", before, after, before - after, max_drop)
         elif name in roles.class_axes:
             agreement = roles.fidelity(name, ref, cand).top1_agreement

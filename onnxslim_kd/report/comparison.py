@@ -104,8 +104,9 @@ def compare_before_after(
     )
     if roles.label_output is not None:
         labelled = roles.label_output
-        comparison.accuracy_before = accuracy(ref_out[labelled], evaluation.labels)
-        comparison.accuracy_after = accuracy(cand_out[labelled], evaluation.labels)
+        axis = roles.class_axes.get(labelled)
+        comparison.accuracy_before = accuracy(ref_out[labelled], evaluation.labels, axis)
+        comparison.accuracy_after = accuracy(cand_out[labelled], evaluation.labels, axis)
     if runs:
         feeds = bench_feeds(before, data, shapes)
         comparison.latency = bench(

@@ -72,8 +72,64 @@ def top1_agreement(
     return agreement
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
-    """Top-1 accuracy of [N, C] scores against integer labels."""
-    if logits.ndim != 2 or len(logits) != len(labels):
+def accuracy(scores: np.ndarray, labels: np.ndarray, axis: int | None = None) -> float | None:
+    """Top-1 accuracy of [N, C] scores against integer class ids; against label sequences
+    [N, L] (a text recogniser's), the character accuracy of its per-step scores (see
+    text_accuracy). None when the scores do not fit the labels."""
+    if labels.ndim == 2:
+        return text_accuracy(scores, labels, axis)
+    if scores.ndim != 2 or len(scores) != len(labels):
         return None
-    return float(np.mean(logits.argmax(1) == labels))
+    return float(np.mean(scores.argmax(1) == labels))
+
+
+#: The class a CTC recogniser emits between characters (torch's, PaddleOCR's convention).
+CTC_BLANK = 0
+
+
+def ctc_decode(scores: np.ndarray, samples: int, axis: int | None = None) -> list[list[int]] | None:
+    """Greedy CTC decoding of per-step scores for `samples` samples: the best class per
+    step, repeats merged, blanks dropped; one id list per sample. The class axis is `axis`
+    (default last); the sample axis is the first other one of size `samples`, so [N, T, C]
+    and [T, N, C] read alike. None for other ranks or when no axis holds the samples."""
+    if scores.ndim != 3:
+        return None
+    axis = scores.ndim - 1 if axis is None else axis % scores.ndim
+    others = [a for a in range(3) if a != axis]
+    sample_axis = next((a for a in others if scores.shape[a] == samples), None)
+    if sample_axis is None:
+        return None
+    time_axis = next(a for a in others if a != sample_axis)
+    paths = scores.argmax(axis)  # the two remaining axes keep their order
+    if sample_axis > time_axis:
+        paths = paths.T
+    decoded = []
+    for path in paths:
+        keep = (path != CTC_BLANK) & np.r_[True, path[1:] != path[:-1]]
+        decoded.append(path[keep].tolist())
+    return decoded
+
+
+def text_accuracy(scores: np.ndarray, labels: np.ndarray, axis: int | None = None) -> float | None:
+    """Mean of 1 - normalized edit distance between the greedy CTC reading of each sample
+    and its label row (class ids, padded with negative values): 1.0 reads every line
+    exactly; the OCR metric that degrades smoothly where exact match jumps."""
+    decoded = ctc_decode(scores, len(labels), axis)
+    if decoded is None:
+        return None
+    similarity = []
+    for read, row in zip(decoded, labels):
+        truth = [int(c) for c in row if c >= 0]
+        longest = max(len(read), len(truth), 1)
+        similarity.append(1.0 - edit_distance(read, truth) / longest)
+    return float(np.mean(similarity))
+
+
+def edit_distance(a: list[int], b: list[int]) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]

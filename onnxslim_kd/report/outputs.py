@@ -86,7 +86,8 @@ def output_roles(
     if labels is not None:
         roles.label_output = label_output or _label_output(outputs, labels, roles)
         if roles.label_output is not None:
-            roles.class_axes.setdefault(roles.label_output, 1)
+            rank = outputs[roles.label_output].ndim
+            roles.class_axes.setdefault(roles.label_output, rank - 1 if labels.ndim == 2 else 1)
     roles.regression = [n for n in names if n not in roles.class_like]
     return roles
 
@@ -114,11 +115,18 @@ def _softmax_axes(model: onnx.ModelProto) -> dict[str, int]:
 def _label_output(
     outputs: dict[str, np.ndarray], labels: np.ndarray, roles: OutputRoles
 ) -> str | None:
-    """The one [N, C] output the labels fit (C above every label), preferring the one whose
-    C is the labels' class count; else None and a warning naming the candidates."""
-    count = int(labels.max()) + 1 if len(labels) else 0
-    fits = [n for n, a in outputs.items() if a.ndim == 2 and a.shape[1] >= max(count, 2)]
-    exact = [n for n in fits if outputs[n].shape[1] == count]
+    """The one output the labels fit, preferring the one whose class count is the labels':
+    an [N, C] output with C above every class id, or for label sequences [N, L] a per-step
+    [N, T, C] / [T, N, C] output with C above every id. Else None and a warning naming the
+    candidates."""
+    count = int(labels.max()) + 1 if labels.size else 0
+    rank = 3 if labels.ndim == 2 else 2
+
+    def classes(name: str) -> int:
+        return outputs[name].shape[roles.class_axes.get(name, rank - 1)]
+
+    fits = [n for n, a in outputs.items() if a.ndim == rank and classes(n) >= max(count, 2)]
+    exact = [n for n in fits if classes(n) == count]
     for matches in (fits, exact):
         if len(matches) == 1:
             return matches[0]
