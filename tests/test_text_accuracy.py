@@ -102,7 +102,8 @@ def test_validation_takes_sequence_labels_and_refuses_other_shapes():
     model = recogniser_with_a_second_output()
     inputs = {"image": np.zeros((3, 8), np.float32)}
     validate_dataset(Dataset(inputs, np.array([[1, -1], [2, 3], [4, -1]])), model_inputs(model))
-    with pytest.raises(InputError, match=r"label sequences \[N, L\] padded with -1, found int64 \[3, 2, 1\]"):
+    refused = r"label sequences \[N, L\] padded with -1, found int64 \[3, 2, 1\]"
+    with pytest.raises(InputError, match=refused):
         validate_dataset(Dataset(inputs, np.zeros((3, 2, 1), np.int64)), model_inputs(model))
     with pytest.raises(InputError, match="2 labels for 3 samples"):
         validate_dataset(Dataset(inputs, np.array([[1], [2]])), model_inputs(model))

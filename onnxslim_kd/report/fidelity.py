@@ -118,7 +118,7 @@ def text_accuracy(scores: np.ndarray, labels: np.ndarray, axis: int | None = Non
     if decoded is None:
         return None
     similarity = []
-    for read, row in zip(decoded, labels):
+    for read, row in zip(decoded, labels, strict=True):
         truth = [int(c) for c in row if c >= 0]
         longest = max(len(read), len(truth), 1)
         similarity.append(1.0 - edit_distance(read, truth) / longest)
