@@ -88,6 +88,8 @@ def test_exclude_and_method(cli, tmp_path, digits):
         (["--method", "cp"], "invalid choice: 'cp'"),
         (["--rank-ratio", "half"], "--rank-ratio: expected a number, got 'half'"),
         (["--shape", "input=1xax32"], "expected NAME=D1xD2x..."),
+        (["--max-drop", "0.02"], "--max-drop needs --data to measure the outputs on"),
+        (["--max-drop", "2"], "--max-drop"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(cli, tmp_path, digits, args, message):
@@ -155,3 +157,28 @@ def test_with_data_every_output_is_measured_and_a_loss_is_warned_about(cli, tmp_
     assert fidelity["top1_agreement"] < 0.99  # VBMF ranks without fine-tuning lose a lot
     assert "'logits' top-1 agreement" in result.stderr
     assert f"distillation recovers it: onnxslim-kd distill {out} -o {out}.kd.onnx" in result.stderr
+
+
+def test_max_drop_keeps_the_layers_that_cost_the_outputs_most_at_full_rank(cli, tmp_path, digits):
+    """--vbmf alone drops the digits far below the teacher (previous test); with a budget
+    the most damaging layers keep their full rank and the rest are still factorised."""
+    out = tmp_path / "d.onnx"
+    result = cli("decompose", digits / "model.onnx", "-o", out, "--vbmf", "--data",
+                 digits / "calib.npz", "--max-drop", "0.02", "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    record = json.loads(result.stdout)
+    budget, kept = record["budget"], record["kept_full_rank"]
+    assert budget["ok"] and budget["metric"] == "accuracy" and budget["drop"] <= 0.02
+    assert record["fallback"][-1] == budget and len(record["fallback"]) == len(kept) + 1
+    layers = {d["name"]: d for d in record["layers"]}
+    assert kept and all(not layers[name]["decomposed"] for name in kept)
+    assert all(layers[n]["reason"].startswith("kept full rank for the budget") for n in kept)
+    assert 0 < record["layers_decomposed"] and record["macs_after"] < record["macs_before"]
+    assert f"budget met on 'logits' (accuracy); {len(kept)} layers kept full rank" in result.stderr
+
+    model, factorised = load(digits / "model.onnx"), load(out)
+    check(factorised)
+    calib = load_data(digits / "calib.npz", model).subset(64)  # what the budget is held on
+    before = accuracy(run(model, calib)["logits"], calib.labels)
+    after = accuracy(run(factorised, calib)["logits"], calib.labels)
+    assert after == pytest.approx(before - budget["drop"]) and after >= before - 0.02

@@ -82,7 +82,7 @@ def test_unlabelled_eval_data_bounds_top1_agreement():
     options = QuantizeOptions(max_drop=0.05, bench_runs=0)
     _, summary = quantize_model(model, calib, options, eval_data=evaluation)
     assert summary.fallback[0]["metric"] == "agreement" and not summary.fallback[0]["ok"]
-    assert summary.budget_met and summary.budget["int8"] >= 0.95
+    assert summary.budget_met and summary.budget["candidate"] >= 0.95
 
 
 def test_budget_not_met_saves_the_best_model_and_exits_3(cli, tmp_path):
@@ -100,6 +100,6 @@ def test_budget_not_met_saves_the_best_model_and_exits_3(cli, tmp_path):
     assert report["budget"]["metric"] == "sqnr" and not report["budget_met"]
     assert len(report["fallback"]) == 3  # all-INT8, then each conv in FP32
     assert any("not met" in warning for warning in report["warnings"])
-    best = max(report["fallback"], key=lambda attempt: attempt["int8"])
-    assert report["budget"]["int8"] == best["int8"]
+    best = max(report["fallback"], key=lambda attempt: attempt["candidate"])
+    assert report["budget"]["candidate"] == best["candidate"]
     onnx.checker.check_model(onnx.load(out))

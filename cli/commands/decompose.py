@@ -11,8 +11,8 @@ from cli.commands.common import (
     add_shape_option,
 )
 from cli.commands.paths import PathRoles
-from cli.commands.values import FRACTION_KEEP
-from onnxslim_kd.defaults import DECOMPOSE_METHODS
+from cli.commands.values import FRACTION_KEEP, max_drop
+from onnxslim_kd.defaults import DECOMPOSE_METHODS, DEFAULT_MIN_SQNR
 
 EXAMPLES = """examples:
   onnxslim-kd decompose model.onnx -o model.lr.onnx                  # keep 95 % energy per layer
@@ -20,9 +20,14 @@ EXAMPLES = """examples:
   onnxslim-kd decompose model.onnx -o model.lr.onnx --rank-ratio 0.25 --exclude '*classifier*'
   onnxslim-kd decompose model.onnx -o model.lr.onnx --target-macs 0.5 --json=report.json
   onnxslim-kd decompose model.onnx -o model.lr.onnx --vbmf --method tucker
+  onnxslim-kd decompose model.onnx -o model.lr.onnx --energy 0.8 --data calib.npz \\
+      --max-drop 0.02
 
-A layer is factorised only when its ranks (rounded up to multiples of 8) cut its MACs and,
-with --measure, when onnxruntime runs the factorised layer faster at its real input shape.
+A layer is factorised only when its ranks (rounded up to multiples of 8) cut its MACs,
+with --measure when onnxruntime runs the factorised layer faster at its real input shape,
+and with --max-drop when the outputs on --data stay within the budget: the layers whose
+factorisation alone hurts the outputs most keep their full rank until it holds. --data
+alone measures every output and warns past the default floors.
 """
 
 
@@ -71,6 +76,16 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="glob over node names or op types to leave alone, e.g. '*fc*' Gemm",
     )
+    parser.add_argument(
+        "--max-drop", type=max_drop, metavar="D",
+        help="with --data: accuracy budget as a fraction (0.01 = one point) against the "
+        "original, without fine-tuning; sensitive layers keep their full rank",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-sqnr", type=float, default=DEFAULT_MIN_SQNR, metavar="DB",
+        help="with --max-drop: SQNR floor in dB of outputs that are not class scores "
+        "(%(default)s)",
+    )  # fmt: skip
     add_shape_option(parser)
     add_data_options(parser)
     add_json_option(parser, "the summary")

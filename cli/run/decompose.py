@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.exit_codes import BUDGET_MISSED, OK
 from cli.run.common import (
     data_from,
     emit_json,
@@ -12,9 +13,10 @@ from cli.run.common import (
     shapes_for,
 )
 from onnxslim_kd import progress
-from onnxslim_kd.decompose import decompose, make_selector
+from onnxslim_kd.decompose import Budget, decompose, make_selector
 from onnxslim_kd.decompose.summary import ROW_HEADER, DecomposeSummary
 from onnxslim_kd.defaults import DEFAULT_MAX_DROP, DEFAULT_MIN_SQNR
+from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check, run_pair
 from onnxslim_kd.report.outputs import probe_roles
@@ -22,10 +24,13 @@ from onnxslim_kd.report.table import markdown_table
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_drop is not None and args.data is None:
+        raise InputError("--max-drop needs --data to measure the outputs on")
     selector = make_selector(args.energy, args.rank_ratio, args.vbmf, args.target_macs)
     model = load(args.model)
     data = data_from(args, model, args.data)
     shapes = shapes_for(args, model, data)
+    budget = None if args.max_drop is None else Budget(data, args.max_drop, args.min_sqnr)
     out, summary = decompose(
         model,
         selector,
@@ -33,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         measure=args.measure,
         exclude=args.exclude,
         shapes=shapes,
+        budget=budget,
     )
     check(out)
     save_output(out, args.output, args.model)
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     emit_json(args.json, {**record, "fidelity": fidelity})
     say(args, render(summary, args.output, fidelity))
     progress.warn("decompose", _losses(fidelity or {}, args))
-    return 0
+    return BUDGET_MISSED if summary.budget is not None and not summary.budget["ok"] else OK
 
 
 #: Samples the factorised model is compared on, output by output, with --data.
@@ -62,21 +68,27 @@ def output_fidelity(model, factorised, data) -> dict[str, dict]:
 
 def _losses(fidelity: dict[str, dict], args: argparse.Namespace) -> list[str]:
     """A warning per output the factorisation damaged past the floors, with the remedy."""
+    budgeted = args.max_drop is not None
+    floor_drop = args.max_drop if budgeted else DEFAULT_MAX_DROP
+    floor_sqnr = args.min_sqnr if budgeted else DEFAULT_MIN_SQNR
     command = (
         f"onnxslim-kd distill {args.output} -o {args.output}.kd.onnx --teacher {args.model} "
         f"--data {args.data}"
     )
+    remedy = ("distillation recovers it" if budgeted else
+              "--max-drop keeps the layers that cost it at full rank, or distillation "
+              "recovers it")  # fmt: skip
     found = []
     for name, entry in fidelity.items():
         agreement, sqnr = entry.get("top1_agreement"), entry["sqnr_db"]
-        if agreement is not None and agreement < 1 - DEFAULT_MAX_DROP:
+        if agreement is not None and agreement < 1 - floor_drop - 1e-9:
             loss = f"top-1 agreement {agreement:.1%}"
-        elif agreement is None and sqnr < DEFAULT_MIN_SQNR:
+        elif agreement is None and sqnr < floor_sqnr:
             loss = f"SQNR {sqnr:.1f} dB"
         else:
             continue
         found.append(f"'{name}' {loss} against the original without fine-tuning; "
-                     f"distillation recovers it: {command}")  # fmt: skip
+                     f"{remedy}: {command}")  # fmt: skip
     return found
 
 
@@ -90,9 +102,18 @@ def render(summary: DecomposeSummary, output: str, fidelity: dict | None = None)
             f"MACs {summary.macs_before / 1e6:,.1f}M -> {summary.macs_after / 1e6:,.1f}M "
             f"({ratio:.2f}x) in {summary.seconds:.1f} s",
             *[_fidelity_line(name, entry) for name, entry in (fidelity or {}).items()],
+            *([_budget_line(summary)] if summary.budget is not None else []),
             f"wrote {output}",
         ]
     )
+
+
+def _budget_line(summary: DecomposeSummary) -> str:
+    """Whether the budget held and what holding it cost."""
+    budget = summary.budget
+    state = "met" if budget["ok"] else "NOT MET"
+    return (f"budget {state} on '{budget['output']}' ({budget['metric']}); "
+            f"{len(summary.kept_full_rank)} layers kept full rank for it")  # fmt: skip
 
 
 def _fidelity_line(name: str, entry: dict) -> str:

@@ -4,6 +4,7 @@ numpy and onnx only. Ranks come from a `RankSelector`; a layer is factorised onl
 it pays (fewer MACs and, with `measure`, faster in onnxruntime).
 """
 
+from onnxslim_kd.decompose.budget import Budget
 from onnxslim_kd.decompose.core import decompose
 from onnxslim_kd.decompose.ranks import (
     EnergySelector,
@@ -15,6 +16,7 @@ from onnxslim_kd.decompose.ranks import (
 )
 
 __all__ = [
+    "Budget",
     "EnergySelector",
     "RankSelector",
     "RatioSelector",

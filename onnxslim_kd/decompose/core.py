@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import onnx
 from threadpoolctl import threadpool_limits
 
+from onnxslim_kd.decompose.budget import Budget, hold_budget
 from onnxslim_kd.decompose.candidates import METHODS, find_layers
 from onnxslim_kd.decompose.layer import Layer, Replacement
 from onnxslim_kd.decompose.measure import MIN_SPEEDUP, measure_speedup
@@ -31,21 +32,26 @@ def decompose(
     exclude: Iterable[str] = (),
     shapes: dict[str, list[int]] | None = None,
     batch: int = 1,
+    budget: Budget | None = None,
 ) -> tuple[onnx.ModelProto, DecomposeSummary]:
     """Factorise every Gemm/MatMul/Conv layer where it pays; never mutates `model`.
 
-    A layer is factorised only when its rounded ranks cut its MACs (break-even) and, with
-    `measure`, when onnxruntime runs the factorised form faster at the layer's real input
-    shape (dynamic axis 0 = `batch`, other dynamic dims from `shapes`).
+    A layer is factorised only when its rounded ranks cut its MACs (break-even), with
+    `measure` when onnxruntime runs the factorised form faster at the layer's real input
+    shape (dynamic axis 0 = `batch`, other dynamic dims from `shapes`), and with a
+    `budget` when the outputs on its data stay within it (see decompose.budget).
     """
+    start = time.perf_counter()
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     # OpenBLAS threads spin-wait on the many small eigendecompositions: single-threaded,
     # ResNet-50 decomposes in 3.4 s instead of 33 s on a busy 2-core machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _decompose(
-            model, selector or make_selector(), method, measure, exclude, shapes, batch
+        out, summary = _decompose(
+            model, selector or make_selector(), method, measure, exclude, shapes, batch, budget
         )
+    summary.seconds = time.perf_counter() - start
+    return out, summary
 
 
 def _decompose(
@@ -56,17 +62,17 @@ def _decompose(
     exclude: Iterable[str],
     shapes: dict[str, list[int]] | None,
     batch: int,
+    budget: Budget | None,
 ) -> tuple[onnx.ModelProto, DecomposeSummary]:
-    start = time.perf_counter()
     known = static_shapes(model, resolve_shapes(model, shapes or {}, batch))
     model_macs = sum(macs_per_node(model, known).values())
     found = find_layers(model, known, method, exclude)
     layers = [item for item in found if isinstance(item, Layer)]
     chosen = dict(zip(map(id, layers), selector.choose(layers, model_macs), strict=True))
-    out = clone(model)
-    names = NameScope(out)
+    names = NameScope(model)
     decisions: list[LayerDecision] = []
-    replacements: dict[str, Replacement] = {}
+    replacements: dict[str, Replacement] = {}  # by layer name
+    targets: dict[str, str] = {}  # layer name -> the first output of the node it replaces
     for item in found:
         if isinstance(item, LayerDecision):
             decisions.append(item)
@@ -74,18 +80,34 @@ def _decompose(
         decision, replacement = _decide(model, item, chosen[id(item)], names, known, measure)
         decisions.append(decision)
         if replacement is not None:
-            replacements[item.node.output[0]] = replacement
-    replace_nodes(out.graph, {k: (r.nodes, r.initializers) for k, r in replacements.items()})
-    saved = sum(d.macs_before - d.macs_after for d in decisions if d.decomposed)
-    summary = DecomposeSummary(
-        strategy=selector.describe(),
-        method=method,
-        measured=measure,
-        macs_before=model_macs,
-        macs_after=model_macs - saved,
-        seconds=time.perf_counter() - start,
-        layers=decisions,
-    )
+            replacements[item.name], targets[item.name] = replacement, item.node.output[0]
+
+    def build(exclude: Iterable[str] = (), only: Iterable[str] | None = None) -> onnx.ModelProto:
+        """The model with the factorisations of `replacements` (all, or `only`) but `exclude`."""
+        keep = set(replacements if only is None else only) - set(exclude)
+        out = clone(model)
+        chosen = {
+            targets[n]: (r.nodes, r.initializers) for n, r in replacements.items() if n in keep
+        }
+        replace_nodes(out.graph, chosen)
+        return out
+
+    summary = DecomposeSummary(selector.describe(), method, measure, model_macs, model_macs,
+                               layers=decisions)  # fmt: skip
+    if budget is None:
+        out = build()
+    else:
+        held = hold_budget(model, build, list(replacements), budget)
+        out, summary.budget, summary.fallback = held.model, held.score, held.trail
+        summary.kept_full_rank = held.reverted
+        for decision in decisions:
+            if decision.name in held.reverted:
+                sqnr = held.sensitivity_sqnr_db[decision.name]
+                decision.decomposed, decision.macs_after = False, decision.macs_before
+                decision.reason = (
+                    f"kept full rank for the budget (alone: output SQNR {sqnr:.1f} dB)"
+                )
+    summary.macs_after -= sum(d.macs_before - d.macs_after for d in decisions if d.decomposed)
     return out, summary
 
 

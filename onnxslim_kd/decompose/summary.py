@@ -47,6 +47,9 @@ class DecomposeSummary:
     macs_after: int
     seconds: float = 0.0
     layers: list[LayerDecision] = field(default_factory=list)
+    budget: dict | None = None  # the output score with a budget (report.budget.Score)
+    fallback: list[dict] = field(default_factory=list)  # one score per attempt
+    kept_full_rank: list[str] = field(default_factory=list)  # reverted for the budget
 
     @property
     def decomposed(self) -> int:
@@ -66,6 +69,9 @@ class DecomposeSummary:
             else None,
             "seconds": round(self.seconds, 3),
             "layers": [asdict(d) for d in self.layers],
+            "budget": self.budget,
+            "fallback": self.fallback,
+            "kept_full_rank": self.kept_full_rank,
         }
 
     def rows(self) -> list[tuple[str, ...]]:

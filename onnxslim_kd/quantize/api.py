@@ -21,14 +21,14 @@ from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.graph.walk import clone
 from onnxslim_kd.progress import report
-from onnxslim_kd.quantize.budget import COMPUTE_OPS, Builder, Score, fall_back, score, sensitivity
 from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
 from onnxslim_kd.quantize.coverage import coverage_of
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
-from onnxslim_kd.quantize.joins import calibrated_spans, mismatched_joins
+from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import choose_data_types, detect_target
+from onnxslim_kd.report.budget import Builder, Score, fall_back, score, sensitivity
 from onnxslim_kd.report.fidelity import accuracy
 from onnxslim_kd.report.outputs import output_roles, probe_roles
 
@@ -197,7 +197,7 @@ def _hold_budget(
     first = evaluate(quantized)
     summary.budget = first.as_dict()
     if first.ok:
-        summary.fallback = [{"fp32_layers": 0, **first.as_dict()}]
+        summary.fallback = [{"reverted": 0, **first.as_dict()}]
         return quantized
     candidates = [
         node.name
@@ -212,9 +212,7 @@ def _hold_budget(
         builder, list(summary.sensitivity_sqnr_db), evaluate
     )
     summary.budget = {
-        k: v
-        for k, v in summary.fallback[len(summary.fallback_layers)].items()
-        if k != "fp32_layers"
+        k: v for k, v in summary.fallback[len(summary.fallback_layers)].items() if k != "reverted"
     }
     for name in summary.fallback_layers:
         summary.excluded[name] = "accuracy budget: sensitive layer kept in FP32"

@@ -21,7 +21,8 @@ from onnxslim_kd.graph.walk import consumers
 #: Inputs whose largest magnitudes differ by more than this are not put on one scale.
 RANGE_RATIO = 32.0
 _JOINS = frozenset({"Concat", "Add", "Sum"})
-_COMPUTE = ops_where(quantize="int8")
+#: The ops quantized with integer kernels; the rest follow their inputs.
+COMPUTE_OPS = ops_where(quantize="int8")
 
 
 def calibrated_spans(cache: Path) -> dict[str, float]:
@@ -57,7 +58,7 @@ def mismatched_joins(model: onnx.ModelProto, spans: dict[str, float]) -> dict[st
         tail = [r for name in node.output for r in readers.get(name, [])]
         while tail:
             follower = tail.pop()
-            if follower.op_type in _COMPUTE or follower.name in kept:
+            if follower.op_type in COMPUTE_OPS or follower.name in kept:
                 continue
             kept[follower.name] = f"after '{node.name}', whose {reason}"
             tail += [r for name in follower.output for r in readers.get(name, [])]

@@ -1,9 +1,12 @@
-"""The accuracy budget: measure the drop, rank layers by sensitivity, fall back to FP32.
+"""An accuracy budget for a lossy pass: score the change, rank layers by sensitivity,
+revert the most sensitive ones until the budget holds.
 
-The drop is measured the strongest way the data allows: accuracy against labels, else
-top-1 agreement with FP32 for [N, classes] outputs, else an output-SQNR floor. A layer's
-sensitivity is the output SQNR against FP32 when only that layer is quantized, so it
-includes everything the error does downstream; the least SQNR goes back to FP32 first.
+quantize (a layer reverts to FP32) and decompose (a layer keeps its full-rank weights)
+share it. The drop is measured the strongest way the data allows: accuracy against
+labels, else top-1 agreement with the reference for class-like outputs, else an
+output-SQNR floor. A layer's sensitivity is the output SQNR against the reference when
+only that layer is changed, so it includes everything the error does downstream; the
+least SQNR reverts first.
 """
 
 from __future__ import annotations
@@ -15,28 +18,25 @@ import numpy as np
 import onnx
 
 from onnxslim_kd.data.dataset import Dataset
-from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 from onnxslim_kd.report.outputs import OutputRoles
 
-#: The ops whose FP32 fallback buys accuracy back; everything else follows their inputs.
-COMPUTE_OPS = ops_where(quantize="int8")
-
 Outputs = dict[str, np.ndarray]
-#: Builds a quantized model with the given nodes kept in FP32 (`only`: quantize just these).
+#: Builds the changed model with the layers named in `exclude` left as they were (or with
+#: `only` the layers named there changed).
 Builder = Callable[..., onnx.ModelProto]
 
 
 @dataclass
 class Score:
-    """How far an INT8 model is from FP32: every output on its own metric; the headline
-    fields are those of the worst output (the first failing one, else the first)."""
+    """How far a changed model is from the reference: every output on its own metric; the
+    headline fields are those of the worst output (the first failing one, else the first)."""
 
     metric: str  # accuracy, agreement or sqnr, of `output`
-    fp32: float | None
-    int8: float
+    reference: float | None
+    candidate: float
     drop: float | None
     ok: bool
     output: str = ""
@@ -68,14 +68,14 @@ def score(
             entries[name] = _entry("agreement", 1.0, agreement, 1.0 - agreement, max_drop)
         else:
             sqnr = output_fidelity(ref, cand).sqnr_db
-            entries[name] = {"metric": "sqnr", "fp32": None, "int8": sqnr, "drop": None,
-                             "ok": sqnr >= min_sqnr}  # fmt: skip
+            entries[name] = {"metric": "sqnr", "reference": None, "candidate": sqnr,
+                             "drop": None, "ok": sqnr >= min_sqnr}  # fmt: skip
     worst = next((n for n, e in entries.items() if not e["ok"]), next(iter(entries)))
     return Score(**entries[worst], output=worst, outputs=entries)
 
 
-def _entry(metric: str, fp32: float, int8: float, drop: float, max_drop: float) -> dict:
-    return {"metric": metric, "fp32": fp32, "int8": int8, "drop": drop,
+def _entry(metric: str, reference: float, candidate: float, drop: float, max_drop: float) -> dict:
+    return {"metric": metric, "reference": reference, "candidate": candidate, "drop": drop,
             "ok": drop <= max_drop + 1e-9}  # fmt: skip
 
 
@@ -87,7 +87,7 @@ def output_sqnr(reference: Outputs, candidate: Outputs) -> float:
 def sensitivity(
     build: Builder, candidates: list[str], data: Dataset, reference: Outputs
 ) -> dict[str, float]:
-    """Output SQNR (dB) of the model with only each candidate layer quantized, worst first."""
+    """Output SQNR (dB) of the model with only each candidate layer changed, worst first."""
     sqnr = {
         name: output_sqnr(reference, run(build(only=[name]), data))
         for name in progress(candidates, "sensitivity", total=len(candidates))
@@ -98,10 +98,10 @@ def sensitivity(
 def fall_back(
     build: Builder, order: list[str], evaluate: Callable[[onnx.ModelProto], Score]
 ) -> tuple[onnx.ModelProto, list[str], list[dict]]:
-    """Keep the first layers of `order` in FP32, one more at a time, until the score is ok.
+    """Revert the first layers of `order`, one more at a time, until the score is ok.
 
-    Returns the model that met the budget (else the best one seen), the layers it keeps
-    in FP32, and one record per attempt.
+    Returns the model that met the budget (else the best one seen), the layers it
+    reverted, and one record per attempt.
     """
     trail: list[dict] = []
     best: tuple[onnx.ModelProto, list[str], Score] | None = None
@@ -109,7 +109,7 @@ def fall_back(
         kept = order[:count]
         model = build(exclude=kept)
         result = evaluate(model)
-        trail.append({"fp32_layers": count, **result.as_dict()})
+        trail.append({"reverted": count, **result.as_dict()})
         if best is None or _better(result, best[2]):
             best = (model, kept, result)
         if result.ok:
@@ -118,5 +118,5 @@ def fall_back(
 
 
 def _better(new: Score, old: Score) -> bool:
-    """More ok, else fewer failing outputs, else a higher INT8 value of the worst one."""
-    return (new.ok, -new.failing, new.int8) > (old.ok, -old.failing, old.int8)
+    """More ok, else fewer failing outputs, else a higher value of the worst one."""
+    return (new.ok, -new.failing, new.candidate) > (old.ok, -old.failing, old.candidate)
