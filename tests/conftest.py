@@ -41,6 +41,12 @@ def digits() -> Path:
     return DIGITS
 
 
+@pytest.fixture(scope="session")
+def textline() -> Path:
+    """samples/textline: a trained CTC text-line recogniser with calib and test lines."""
+    return ROOT / "samples/textline"
+
+
 def _zoo_module():
     """samples/zoo/export.py, loaded by path (it is a script, not a package)."""
     spec = importlib.util.spec_from_file_location("zoo_export", ROOT / "samples/zoo/export.py")

@@ -167,6 +167,19 @@ def test_html_report_is_self_contained(cli, tmp_path, digits):
     assert "| latency p50 (batch 1)" in (tmp_path / "r.md").read_text()
 
 
+def test_html_banner_says_when_the_recipe_fell_back():
+    from onnxslim_kd.report.html import render_html
+
+    note = "the default recipe missed the budget (accuracy drop 0.4185); kept INT8 alone"
+    verdict = {"exit_code": 0, "passed": True, "reasons": [],
+               "budget": {"max_drop": 0.02, "min_sqnr": 20.0},
+               "measured": {"drop": 0.0, "drop_metric": "accuracy drop"}}  # fmt: skip
+    page = render_html({"input": "m.onnx", "verdict": verdict, "fallback": note}, [])
+    banner = page[page.index('<div class="verdict"') :]
+    assert "PASSED (exit 0)" in banner
+    assert f"<li>{note}</li></ul></div>" in banner
+
+
 def test_html_report_plots_the_search():
     from onnxslim_kd.report.html import render_html
 

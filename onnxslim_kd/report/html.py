@@ -156,8 +156,9 @@ def _profile(profiles: dict[str, dict]) -> Callable:
     return draw
 
 
-def _verdict(verdict: dict) -> str:
-    """The banner: passed or not, against which budget and target, with what was measured."""
+def _verdict(verdict: dict, fallback: str | None = None) -> str:
+    """The banner: passed or not, against which budget and target, with what was measured,
+    and the recipe's fallback when the result is not the recipe asked for."""
     code = verdict["exit_code"]
     title = {0: "PASSED", 3: "BUDGET MISSED", 4: "TARGET MISSED"}.get(code, f"exit {code}")
     colour = "#2E7D32" if verdict["passed"] else "#C62828"
@@ -172,6 +173,8 @@ def _verdict(verdict: dict) -> str:
     if measured.get("speedup") is not None:
         facts.append(f"measured speed-up {measured['speedup']:.2f}x")
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"])
+    if fallback:
+        reasons += f"<li>{html.escape(fallback)}</li>"
     return (
         f'<div class="verdict" style="border-left:8px solid {colour};padding:6px 12px;'
         f'background:#F6F6F6"><h2 style="color:{colour};margin:4px 0">{title} '
@@ -202,7 +205,7 @@ def render_html(record: dict, rows: list[tuple[str, str, str, str]]) -> str:
     """The compress report: summary, per-stage latency, search, channels, ranks, profile."""
     sections = [f"<h1>onnxslim-kd report: {html.escape(str(record.get('input', '')))}</h1>"]
     if record.get("verdict"):
-        sections.append(_verdict(record["verdict"]))
+        sections.append(_verdict(record["verdict"], record.get("fallback")))
     sections.append(_table(["", "before", "after", "change"], [list(r) for r in rows]))
     if record.get("passes"):
         sections.append("<h2>Passes</h2>")
