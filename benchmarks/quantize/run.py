@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from onnxruntime.quantization import quantize_static
-from sklearn.datasets import load_sample_images
 
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data import Dataset, load_data
@@ -33,22 +32,8 @@ from onnxslim_kd.report.fidelity import accuracy, output_fidelity
 from onnxslim_kd.report.table import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def photo_crops(count: int, seed: int) -> np.ndarray:
-    """Random 224x224 crops (random flips) of the bundled photos, normalised, NCHW."""
-    rng = np.random.default_rng(seed)
-    photos = [image.astype(np.float32) / 255 for image in load_sample_images().images]
-    crops = []
-    for _ in range(count):
-        photo = photos[rng.integers(len(photos))]
-        top = rng.integers(photo.shape[0] - 224)
-        left = rng.integers(photo.shape[1] - 224)
-        crop = photo[top : top + 224, left : left + 224]
-        crops.append(crop[:, ::-1] if rng.random() < 0.5 else crop)
-    return ((np.stack(crops) - MEAN) / STD).transpose(0, 3, 1, 2).copy()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photos import photo_crops  # noqa: E402
 
 
 def model_and_data(name: str, samples: int) -> tuple[Path, Dataset, Dataset]:
