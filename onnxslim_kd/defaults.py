@@ -22,7 +22,7 @@ PRUNE_CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "apoz", "mean-act")
 #: Factorisations of decompose (decompose.candidates).
 DECOMPOSE_METHODS = ("auto", "svd", "tucker")
 #: Calibration methods of quantize (quantize.calibration.METHODS).
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse")
 #: Calibration samples and the memory for histogram calibration, by default.
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_MEMORY_MB = 1024

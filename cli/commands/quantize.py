@@ -50,7 +50,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "--method",
         choices=sorted(CALIBRATION_METHODS),
         default="minmax",
-        help="calibration (minmax)",
+        help="activation ranges: minmax, onnxruntime's entropy or percentile, or mse (per "
+        "tensor the range of least quantization error on the calibration histograms) (minmax)",
     )
     granularity = parser.add_mutually_exclusive_group()
     granularity.add_argument(

@@ -11,7 +11,7 @@ import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from onnxslim_kd.graph.load import load
-from onnxslim_kd.quantize.calibration import METHODS
+from onnxslim_kd.quantize.calibration import cached_method
 from onnxslim_kd.quantize.target import DataTypes
 
 _TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -45,7 +45,7 @@ def build(
             nodes_to_quantize=list(only or []),
             nodes_to_exclude=list(exclude),
             use_external_data_format=True,
-            calibrate_method=METHODS[method],
+            calibrate_method=cached_method(method),
             extra_options={"WeightSymmetric": types.weight_symmetric},
             calibration_cache_path=str(ranges),
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
-from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.defaults import DEFAULT_CALIB_MEMORY_MB, DEFAULT_CALIB_SAMPLES
@@ -28,12 +28,23 @@ from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.progress import progress
+from onnxslim_kd.quantize.ranges import mse_ranges
 
+#: onnxruntime's calibrator per method and its options; "mse" collects the percentile
+#: calibrator's real-valued histograms and chooses each range itself (quantize.ranges).
 METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
+    "minmax": (CalibrationMethod.MinMax, {}),
+    "entropy": (CalibrationMethod.Entropy, {}),
+    "percentile": (CalibrationMethod.Percentile, {}),
+    "mse": (CalibrationMethod.Percentile, {"symmetric": False, "num_bins": 2048}),
 }
+
+
+def cached_method(method: str) -> CalibrationMethod:
+    """The method the calibration cache of `method` records (quantize_static checks it)."""
+    return CalibrationMethod.MinMax if method == "mse" else METHODS[method][0]
+
+
 DEFAULT_SAMPLES = DEFAULT_CALIB_SAMPLES
 DEFAULT_MEMORY_MB = DEFAULT_CALIB_MEMORY_MB
 #: Copies of each activation alive at once: onnxruntime's buffer and session output, and
@@ -98,16 +109,22 @@ def calibrate(
         if not count:
             raise InputError(f"{data.source}: fewer samples than the model's fixed batch {batch}")
     chunk = max(batch, chunk // batch * batch)
+    calibrate_method, extra_options = METHODS[method]
     calibrator = create_calibrator(
         save(model, workdir / "calibration_input.onnx"),
         augmented_model_path=str(workdir / "augmented.onnx"),
-        calibrate_method=METHODS[method],
+        calibrate_method=calibrate_method,
         use_external_data_format=True,
+        extra_options=extra_options,
     )
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # ORT prints progress
         for start, stop in progress(_calls(count, chunk, batch), "calibrate"):
             calibrator.collect_data(DatasetReader(subset, start, stop, batch))
-        ranges = calibrator.compute_data()
+        if method == "mse":
+            histograms = calibrator.collector.get_histogram_dict()
+            ranges = TensorsData(cached_method(method), mse_ranges(histograms))
+        else:
+            ranges = calibrator.compute_data()
     cache = workdir / f"calibration.{method}.json"
     save_tensors_data(ranges, cache)
     report = CalibrationReport(
