@@ -89,6 +89,11 @@ def test_results_are_measured_on_held_out_calibration_samples():
     _, summary = quantize_model(model, data, QuantizeOptions(**UNTIMED))
     assert summary.calibration["samples"] == 40
     assert summary.evaluated_on == "10 calibration samples held out from calibration"
+    assert (
+        "one sample of the 10 the budget is measured on is 10.0%, more than the 0.01 budget: "
+        "any changed prediction misses it and sends layers back to FP32; --eval-data with at "
+        "least 100 samples measures it finely"
+    ) in summary.warnings
     assert summary.fidelity["samples"] == 10
 
 

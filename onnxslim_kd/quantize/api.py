@@ -121,6 +121,13 @@ def quantize_model(
         )
     if eval_data is None:
         warnings.append(f"fidelity and the budget are measured on {evaluated_on}")
+    if len(evaluation) * options.budget < 1:
+        warnings.append(
+            f"one sample of the {len(evaluation)} the budget is measured on is "
+            f"{1 / len(evaluation):.1%}, more than the {options.budget:g} budget: any changed "
+            "prediction misses it and sends layers back to FP32; --eval-data with at least "
+            f"{round(1 / options.budget)} samples measures it finely"
+        )
     with tempfile.TemporaryDirectory(prefix="onnxslim-kd-quantize-") as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
