@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.commands.values import POSITIVE
+from cli.commands.values import POSITIVE, max_drop
 
 
 def add_command(
@@ -53,6 +53,24 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = False) ->
         metavar="SPEC",
         help="image folder preprocessing, e.g. "
         "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,order=RGB",
+    )
+
+
+def add_budget_options(
+    parser: argparse.ArgumentParser,
+    max_drop_help: str,
+    min_sqnr_help: str,
+    *,
+    min_sqnr: float,
+    default_drop: float | None = None,
+) -> None:
+    """The per-output budget of a lossy command: --max-drop on class outputs, --min-sqnr
+    (dB against the original) on every other output."""
+    parser.add_argument(
+        "--max-drop", type=max_drop, default=default_drop, metavar="D", help=max_drop_help
+    )
+    parser.add_argument(
+        "--min-sqnr", type=float, default=min_sqnr, metavar="DB", help=min_sqnr_help
     )
 
 

@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 from cli.commands.common import (
+    add_budget_options,
     add_command,
     add_data_options,
     add_json_option,
     add_shape_option,
 )
 from cli.commands.paths import PathRoles
-from cli.commands.values import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, max_drop, number
+from cli.commands.values import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, number
 from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS
 
 #: A speed-up target is a factor over the original: above 1.
@@ -70,12 +71,14 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         help="search for this speed-up (> 1)")  # fmt: skip
     target.add_argument("--target-latency", type=POSITIVE_NUMBER, metavar="MS",
                         help="or this p50 latency")  # fmt: skip
-    parser.add_argument("--max-drop", type=max_drop, default=0.01,
-                        help="accuracy budget as a fraction (0.01 = one point; default "
-                        "%(default)s)")  # fmt: skip
-    parser.add_argument("--min-sqnr", type=float, default=DEFAULT_MIN_SQNR, metavar="DB",
-                        help="budget of outputs that are not class scores (boxes, landmarks): "
-                        "SQNR floor in dB against the original (%(default)s)")  # fmt: skip
+    add_budget_options(
+        parser,
+        "accuracy budget as a fraction (0.01 = one point; default %(default)s)",
+        "budget of outputs that are not class scores (boxes, landmarks): SQNR floor in dB "
+        "against the original (%(default)s)",
+        min_sqnr=DEFAULT_MIN_SQNR,
+        default_drop=0.01,
+    )
     parser.add_argument("--label-output", metavar="NAME",
                         help="the output the labels describe (default: the one [N, C] output "
                         "whose C is the labels' class count)")  # fmt: skip

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from cli.commands.common import (
+    add_budget_options,
     add_command,
     add_data_options,
     add_json_option,
     add_shape_option,
 )
 from cli.commands.paths import PathRoles
-from cli.commands.values import FRACTION_KEEP, max_drop
+from cli.commands.values import FRACTION_KEEP
 from onnxslim_kd.defaults import DECOMPOSE_METHODS, DEFAULT_MIN_SQNR
 
 EXAMPLES = """examples:
@@ -76,16 +77,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="glob over node names or op types to leave alone, e.g. '*fc*' Gemm",
     )
-    parser.add_argument(
-        "--max-drop", type=max_drop, metavar="D",
-        help="with --data: accuracy budget as a fraction (0.01 = one point) against the "
+    add_budget_options(
+        parser,
+        "with --data: accuracy budget as a fraction (0.01 = one point) against the "
         "original, without fine-tuning; sensitive layers keep their full rank",
-    )  # fmt: skip
-    parser.add_argument(
-        "--min-sqnr", type=float, default=DEFAULT_MIN_SQNR, metavar="DB",
-        help="with --max-drop: SQNR floor in dB of outputs that are not class scores "
-        "(%(default)s)",
-    )  # fmt: skip
+        "with --max-drop: SQNR floor in dB of outputs that are not class scores (%(default)s)",
+        min_sqnr=DEFAULT_MIN_SQNR,
+    )
     add_shape_option(parser)
     add_data_options(parser)
     add_json_option(parser, "the summary")

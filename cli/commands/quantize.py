@@ -6,12 +6,13 @@ import argparse
 import os
 
 from cli.commands.common import (
+    add_budget_options,
     add_command,
     add_data_options,
     add_json_option,
 )
 from cli.commands.paths import PathRoles
-from cli.commands.values import NON_NEGATIVE, POSITIVE, max_drop
+from cli.commands.values import NON_NEGATIVE, POSITIVE
 from onnxslim_kd.defaults import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_MEMORY_MB,
@@ -70,18 +71,16 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "--exclude", action="append", default=[], metavar="PATTERN",
         help="keep nodes in FP32: node name, op:TYPE or re:REGEX (repeatable)",
     )  # fmt: skip
-    parser.add_argument(
-        "--max-drop", type=max_drop, metavar="D",
-        help="accuracy budget as a fraction (0.01 = one point); sensitive layers fall back to "
+    add_budget_options(
+        parser,
+        "accuracy budget as a fraction (0.01 = one point); sensitive layers fall back to "
         "FP32. Without it the same search runs when all-INT8 drops more than 0.01",
-    )  # fmt: skip
+        "budget for outputs that are not class scores: output SQNR floor in dB (%(default)s)",
+        min_sqnr=30.0,
+    )
     parser.add_argument(
         "--eval-data", help="held-out data (with labels: accuracy) for the budget and fidelity"
     )
-    parser.add_argument(
-        "--min-sqnr", type=float, default=30.0, metavar="DB",
-        help="budget for outputs that are not class scores: output SQNR floor in dB (30)",
-    )  # fmt: skip
     parser.add_argument(
         "--max-calib-memory", type=POSITIVE, default=DEFAULT_CALIB_MEMORY_MB, metavar="MB",
         help=f"memory for entropy/percentile activation histograms ({DEFAULT_CALIB_MEMORY_MB})",

@@ -121,7 +121,7 @@ def quantize_model(
         )
     if eval_data is None:
         warnings.append(f"fidelity and the budget are measured on {evaluated_on}")
-    if len(evaluation) * options.budget < 1:
+    if options.budget > 0 and len(evaluation) * options.budget < 1:
         warnings.append(
             f"one sample of the {len(evaluation)} the budget is measured on is "
             f"{1 / len(evaluation):.1%}, more than the {options.budget:g} budget: any changed "
