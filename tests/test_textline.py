@@ -15,8 +15,8 @@ from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.report.fidelity import accuracy, ctc_decode
 
-#: Measured with onnxruntime on test.npz (README): exact match 96.25 %, characters 99.30 %.
-CHAR_ACCURACY = 0.9930
+#: Measured with onnxruntime on test.npz (README): exact match 98.25 %, characters 99.55 %.
+CHAR_ACCURACY = 0.99546
 
 
 def _render_module(folder):
@@ -43,7 +43,7 @@ def test_the_model_reads_the_test_lines_at_its_documented_accuracy(textline):
     exact = np.mean(
         [r == [c for c in row if c >= 0] for r, row in zip(read, test.labels.tolist(), strict=True)]
     )
-    assert exact == pytest.approx(0.9625)
+    assert exact == pytest.approx(0.9825)
 
 
 def test_width_is_dynamic(textline):
