@@ -1,0 +1,249 @@
+"""INT8 side by side with the peers, interleaved in one run: FP32, onnxruntime's QDQ best
+practice, NNCF's ONNX PTQ (when installed), onnxslim-kd; fidelity per model.
+
+Run in the benchmark environment (onnxslim-kd, nncf; no torch needed) after
+`peer_models.py` has exported the detector and the mobile nets in the test env:
+
+    python benchmarks/quantize/peers.py [--models digits,textline,detector,...]
+        [--samples 128] [--runs 50] [--threads 2] [--json peers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from onnxslim_kd.bench.latency import bench
+from onnxslim_kd.data import Dataset, load_data
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.validate import run
+from onnxslim_kd.quantize import QuantizeOptions, quantize_model
+from onnxslim_kd.quantize.calibration import DatasetReader
+from onnxslim_kd.report.environment import environment
+from onnxslim_kd.report.fidelity import accuracy, ctc_decode, output_fidelity, top1_agreement
+from onnxslim_kd.report.table import markdown_table
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from photos import photo_crops  # noqa: E402
+
+Metric = Callable[[np.ndarray, np.ndarray, Dataset], dict[str, float]]
+
+
+@dataclass
+class Case:
+    """A model, its calibration and test data, and what fidelity means for it."""
+
+    path: Path
+    calib: Dataset
+    test: Dataset
+    metric: Metric
+
+
+def labelled(reference: np.ndarray, candidate: np.ndarray, test: Dataset) -> dict[str, float]:
+    return {"accuracy": accuracy(candidate, test.labels, -1)}
+
+
+def text_lines(reference: np.ndarray, candidate: np.ndarray, test: Dataset) -> dict[str, float]:
+    read = ctc_decode(candidate, len(test.labels))
+    truth = [[c for c in row if c >= 0] for row in test.labels.tolist()]
+    exact = float(np.mean([r == t for r, t in zip(read, truth, strict=True)]))
+    return {"char_accuracy": accuracy(candidate, test.labels, -1), "exact_match": exact}
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray, test: Dataset) -> dict[str, float]:
+    return {"top1_agreement": top1_agreement(reference, candidate)}
+
+
+#: Detections are anchors whose best class score is above this quantile of FP32's.
+DETECTION_QUANTILE = 0.99
+
+
+def detection_f1(reference: np.ndarray, candidate: np.ndarray, test: Dataset) -> dict[str, float]:
+    """F1 of the candidate's detections against FP32's, anchor by anchor: a hit is the
+    same anchor detected with the same class and a box (cx, cy, w, h) at IoU >= 0.5."""
+    threshold = np.quantile(reference[:, 4:].max(1), DETECTION_QUANTILE)
+
+    def detect(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return out[:, 4:].max(1) > threshold, out[:, 4:].argmax(1)
+
+    ref_keep, ref_cls = detect(reference)
+    cand_keep, cand_cls = detect(candidate)
+    hits = ref_keep & cand_keep & (ref_cls == cand_cls) & (_iou(reference, candidate) >= 0.5)
+    precision = hits.sum() / max(cand_keep.sum(), 1)
+    recall = hits.sum() / max(ref_keep.sum(), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1_vs_fp32": float(f1), "detections_fp32": int(ref_keep.sum())}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def corners(out: np.ndarray) -> tuple[np.ndarray, ...]:
+        cx, cy, w, h = (out[:, i] for i in range(4))
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+    ax0, ay0, ax1, ay1 = corners(a)
+    bx0, by0, bx1, by1 = corners(b)
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
+        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None
+    )
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def case(name: str, samples: int, cache: Path) -> Case:
+    if name in ("digits", "textline"):
+        folder = ROOT / "samples" / name
+        model = load(folder / "model.onnx")
+        calib = load_data(folder / "calib.npz", model, samples=samples).without_labels()
+        metric = labelled if name == "digits" else text_lines
+        return Case(folder / "model.onnx", calib, load_data(folder / "test.npz", model), metric)
+    path = cache / f"{name}.onnx"
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: run benchmarks/quantize/peer_models.py first")
+    size, key, metric = (320, "images", detection_f1) if name == "detector" else (
+        224, "input", agreement)  # fmt: skip
+    calib = Dataset({key: photo_crops(samples, seed=0, size=size)}, source="photo crops")
+    test = Dataset({key: photo_crops(samples, seed=1, size=size)}, source="photo crops")
+    return Case(path, calib, test, metric)
+
+
+def ort_qdq(path: Path, calib: Dataset, out: Path) -> None:
+    """onnxruntime's documented CPU best practice: pre-process, QDQ, U8 activations, S8
+    per-channel weights, MinMax."""
+    prepared = out.with_name("prepared.onnx")
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(out), DatasetReader(calib, 0, len(calib), 1),
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+    )  # fmt: skip
+
+
+def nncf_ptq(path: Path, calib: Dataset, out: Path) -> None:
+    """`nncf.quantize` at its defaults on the ONNX model."""
+    import nncf
+
+    feeds = [calib.take(np.array([i])).inputs for i in range(len(calib))]
+    quantized = nncf.quantize(onnx.load(str(path)), nncf.Dataset(feeds), subset_size=len(feeds))
+    onnx.save(quantized, str(out))
+
+
+def ours(method: str) -> Callable[[Path, Dataset, Path], dict]:
+    """`onnxslim-kd quantize --method METHOD`, otherwise its defaults (fidelity floor on a
+    held-out fifth, speed gate)."""
+
+    def quantize(path: Path, calib: Dataset, out: Path) -> dict:
+        options = QuantizeOptions(samples=len(calib), method=method)
+        model, summary = quantize_model(load(path), calib, options)
+        onnx.save(model, str(out))
+        return {"result": summary.result, "kept_float": sorted(summary.excluded)}
+
+    return quantize
+
+
+def nncf_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def measure(name: str, args: argparse.Namespace) -> dict:
+    c = case(name, args.samples, args.cache)
+    fp32 = load(c.path)
+    tools = {"ort_qdq": ort_qdq, "ours": ours("minmax"), "ours_mse": ours("mse")}
+    if nncf_available():
+        tools["nncf"] = nncf_ptq
+    record: dict = {"model": name, "samples": len(c.calib), "tools": {}}
+    models = [("fp32", fp32)]
+    reference = run(fp32, c.test)
+    output = next(iter(reference))
+    record["fp32"] = c.metric(reference[output], reference[output], c.test)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, tool in tools.items():
+            out = Path(tmp) / f"{label}.onnx"
+            start = time.perf_counter()
+            extra = tool(c.path, c.calib, out) or {}
+            seconds = time.perf_counter() - start
+            model = load(out)
+            models.append((label, model))
+            cand = run(model, c.test)[output]
+            record["tools"][label] = {
+                "seconds": round(seconds, 1),
+                "sqnr_db": output_fidelity(reference[output], cand).sqnr_db,
+                **c.metric(reference[output], cand, c.test),
+                **extra,
+            }
+            print(f"{name}: {label} {record['tools'][label]}", flush=True)
+    feeds = c.test.first(1)
+    timing = bench([(label, m, feeds) for label, m in models], threads=args.threads,
+                   runs=args.runs)  # fmt: skip
+    record["latency"] = timing.as_dict()
+    return record
+
+
+LABELS = {"fp32": "FP32", "ort_qdq": "ORT QDQ U8S8 per-channel", "nncf": "NNCF (defaults)",
+          "ours": "onnxslim-kd (defaults)", "ours_mse": "onnxslim-kd --method mse"}  # fmt: skip
+
+
+def table(records: list[dict]) -> str:
+    rows = []
+    for rec in records:
+        latency = {m["label"]: m for m in rec["latency"]["models"]}
+        for label in ("fp32", *rec["tools"]):
+            side = rec["fp32"] if label == "fp32" else rec["tools"][label]
+            metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in side.items()
+                                if k not in ("seconds", "sqnr_db", "kept_float"))  # fmt: skip
+            rows.append((
+                rec["model"] if label == "fp32" else "", LABELS[label],
+                f"{latency[label]['p50_ms']:.2f}", f"{latency[label]['speedup']:.2f}x",
+                metrics, f"{side['sqnr_db']:.1f}" if "sqnr_db" in side else "",
+            ))  # fmt: skip
+    return markdown_table(["model", "variant", "p50 ms", "vs FP32", "fidelity", "SQNR dB"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,textline,detector,mobilenet_v3_small,"
+                        "mobilenet_v2")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache/bench")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    records = [measure(m, args) for m in args.models.split(",")]
+    env = environment(args.threads)
+    print(table(records))
+    print(f"\n{env['cpu']['model']} ({', '.join(env['cpu']['isa'])}), {args.threads} threads, "
+          f"onnxruntime {env['onnxruntime']}, batch 1, {args.runs} interleaved runs")  # fmt: skip
+    if args.json:
+        env["nncf"] = _version("nncf")
+        Path(args.json).write_text(json.dumps({"environment": env, "models": records}, indent=2))
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    main()
