@@ -303,3 +303,7 @@ def test_html_report_shows_the_verdict_the_passes_and_the_training(cli, tmp_path
     report = json.loads((tmp_path / "o.onnx.report.json").read_text())
     assert report["verdict"]["exit_code"] == 3 and not report["verdict"]["passed"]
     assert report["verdict"]["measured"]["drop"] > 0
+    assert "<th>fidelity vs its input</th><th>vs the original</th>" in page
+    prune, distill = report["passes"]
+    assert prune["fidelity_vs_original"] == prune["fidelity_vs_previous"]  # its input
+    assert distill["fidelity_vs_original"] != distill["fidelity_vs_previous"]  # the teacher

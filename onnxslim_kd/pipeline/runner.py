@@ -61,7 +61,9 @@ def compress(
     """Run `recipe` (default: DEFAULT_RECIPE) on `model`, verifying every pass.
 
     Each pass's output must pass onnx.checker, load in onnxruntime and keep the model's
-    interface; its output fidelity against the pass's input is recorded. With
+    interface; its output fidelity against the pass's input and against the original is
+    recorded (an untuned prune is far from both; the distillation after it is close to the
+    original, not to its input). With
     `checkpoints`, finished stages are stored and reused by a rerun.
     """
     shapes = with_data_shapes(model, data, shapes)
@@ -132,6 +134,7 @@ def _run_pass(
     check(result.model)
     check_interface(model, result.model, step.name)
     fidelity = compare_models(model, result.model, verify)
+    cumulative = compare_models(context.original, result.model, verify)
     after = model_stats(result.model, context.shapes)
     record = {
         "pass": step.name,
@@ -142,5 +145,6 @@ def _run_pass(
         "params_after": after.params,
         "macs_after": after.macs,
         "fidelity_vs_previous": {k: v.as_dict() for k, v in fidelity.items()},
+        "fidelity_vs_original": {k: v.as_dict() for k, v in cumulative.items()},
     }
     return result.model, record

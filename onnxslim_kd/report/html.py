@@ -122,7 +122,9 @@ def _training(history: list[dict], best: int | None) -> Callable:
             if best:
                 lines.append(other.axvline(best, color="#C44E52", linestyle="--",
                                            label=f"kept: epoch {best}"))  # fmt: skip
-        axes.legend(lines, [line.get_label() for line in lines], loc="best", fontsize=8)
+        # below the axes: "best" sees only the loss axes and covers the metric's curve
+        axes.legend(lines, [line.get_label() for line in lines], loc="upper center",
+                    bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)  # fmt: skip
         axes.set_title("Distillation")
 
     return draw
@@ -209,9 +211,11 @@ def render_html(record: dict, rows: list[tuple[str, str, str, str]]) -> str:
     sections.append(_table(["", "before", "after", "change"], [list(r) for r in rows]))
     if record.get("passes"):
         sections.append("<h2>Passes</h2>")
-        sections.append(_table(["pass", "time", "what it did", "fidelity vs its input"], [
+        sections.append(_table(
+            ["pass", "time", "what it did", "fidelity vs its input", "vs the original"], [
             [p["pass"] + (" (resumed)" if p.get("resumed") else ""), f"{p['seconds']:.1f} s",
-             p["headline"], _fidelity_cell(p.get("fidelity_vs_previous", {}))]
+             p["headline"], _fidelity_cell(p.get("fidelity_vs_previous", {})),
+             _fidelity_cell(p.get("fidelity_vs_original", {}))]
             for p in record["passes"]
         ]))  # fmt: skip
     if record.get("stages"):
