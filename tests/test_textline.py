@@ -85,3 +85,26 @@ def test_compare_reports_the_character_accuracy_of_both(cli, tmp_path, textline)
     assert entry["accuracy_reference"] == pytest.approx(CHAR_ACCURACY, abs=5e-5)
     assert entry["accuracy_reference"] - entry["accuracy_candidate"] <= 0.01
     assert entry["top1_agreement"] > 0.99  # per time step
+
+
+def test_compress_holds_the_character_accuracy_budget(cli, tmp_path, textline):
+    """The whole default recipe on a CTC recogniser, trained on the 256 calibration lines:
+    whatever it keeps (here pruning + distillation on so few lines misses two points, so
+    INT8 alone), the character accuracy on the test lines stays within the budget, and
+    the result still reads lines of another width."""
+    pytest.importorskip("torch")
+    out = tmp_path / "c.onnx"
+    result = cli("compress", textline / "model.onnx", "-o", out, "--data", textline / "calib.npz",
+                 "--eval-data", textline / "test.npz", "--max-drop", "0.02", "--bench-runs", "3",
+                 "--quiet")  # fmt: skip
+    assert result.code == 0, result.stderr
+    report = json.loads(out.with_name("c.onnx.report.json").read_text())
+    assert report["accuracy_before"] == pytest.approx(CHAR_ACCURACY, abs=5e-5)
+    assert report["accuracy_before"] - report["accuracy_after"] <= 0.02
+    assert report["verdict"]["passed"]
+    compressed = load(out)
+    check(compressed)
+    test = load_data(textline / "test.npz", compressed)
+    assert accuracy(run(compressed, test)["logprobs"], test.labels) == report["accuracy_after"]
+    wide = np.concatenate([test.inputs["input"][:2]] * 2, axis=3)
+    assert run(compressed, type(test)({"input": wide}))["logprobs"].shape == (2, 64, 37)
