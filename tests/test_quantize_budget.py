@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim_kd.data import Dataset
@@ -103,3 +105,36 @@ def test_budget_not_met_saves_the_best_model_and_exits_3(cli, tmp_path):
     best = max(report["fallback"], key=lambda attempt: attempt["candidate"])
     assert report["budget"]["candidate"] == best["candidate"]
     onnx.checker.check_model(onnx.load(out))
+
+
+@pytest.mark.parametrize("needed", [0, 1, 2, 3, 7, 8, 19, 20])
+def test_the_fallback_search_finds_the_fewest_layers_in_few_builds(needed):
+    """Galloping then bisecting over the ranking: the least count whose score is ok, with
+    about 2 log2(count) builds instead of one per layer."""
+    from onnxslim_kd.report.budget import Score, fall_back
+
+    order = [f"layer{i}" for i in range(20)]
+    built: list[int] = []
+
+    def build(exclude=()):
+        built.append(len(exclude))
+        return len(exclude)  # the "model" is the number of layers reverted
+
+    def evaluate(reverted):
+        return Score("agreement", 1.0, 0.5 + reverted / 100, None, reverted >= needed)
+
+    found = fall_back(build, order, evaluate)
+    assert found.reverted == order[:needed] and found.model == needed
+    assert found.score["ok"] and len(built) == len(set(built)) <= 2 + 2 * math.log2(needed + 1)
+    assert [entry["reverted"] for entry in found.trail] == sorted(built)
+
+
+def test_when_nothing_holds_the_search_returns_the_best_attempt():
+    from onnxslim_kd.report.budget import Score, fall_back
+
+    def evaluate(reverted):  # best at 3 reverted layers, never ok
+        return Score("sqnr", None, -abs(reverted - 3), None, False)
+
+    found = fall_back(lambda exclude=(): len(exclude), [f"l{i}" for i in range(6)], evaluate)
+    assert [entry["reverted"] for entry in found.trail] == [0, 1, 2, 4, 6]
+    assert not found.score["ok"] and found.model == 2  # the best seen, fewest layers on a tie

@@ -59,8 +59,10 @@ def hold_budget(
     factorised = build()
     first = evaluate(factorised)
     if first.ok or not layers:
-        return BudgetResult(factorised, [], first.as_dict(), trail=[first.as_dict()])
+        return BudgetResult(
+            factorised, [], first.as_dict(), trail=[{"reverted": 0, **first.as_dict()}]
+        )
     ranking = data.subset(RANKING_SAMPLES)
     order = sensitivity(build, layers, ranking, run(model, ranking))
-    best, reverted, trail = fall_back(build, list(order), evaluate)
-    return BudgetResult(best, reverted, trail[len(reverted)], order, trail)
+    found = fall_back(build, list(order), evaluate, (factorised, first))
+    return BudgetResult(found.model, found.reverted, found.score, order, found.trail)

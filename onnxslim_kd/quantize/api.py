@@ -215,12 +215,12 @@ def _hold_budget(
     summary.sensitivity_sqnr_db = sensitivity(
         builder, candidates, ranking_data, run(prepared, ranking_data)
     )
-    best, summary.fallback_layers, summary.fallback = fall_back(
-        builder, list(summary.sensitivity_sqnr_db), evaluate
+    found = fall_back(builder, list(summary.sensitivity_sqnr_db), evaluate, (quantized, first))
+    summary.fallback_layers, summary.fallback, summary.budget = (
+        found.reverted,
+        found.trail,
+        found.score,
     )
-    summary.budget = {
-        k: v for k, v in summary.fallback[len(summary.fallback_layers)].items() if k != "reverted"
-    }
     for name in summary.fallback_layers:
         summary.excluded[name] = "accuracy budget: sensitive layer kept in FP32"
     if not summary.budget["ok"]:
@@ -228,7 +228,7 @@ def _hold_budget(
             f"{summary.budget['metric']} budget not met even with "
             f"{len(summary.fallback_layers)} layers in FP32; saved the best model found"
         )
-    return best
+    return found.model
 
 
 def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> dict:

@@ -95,28 +95,53 @@ def sensitivity(
     return dict(sorted(sqnr.items(), key=lambda item: item[1]))
 
 
+@dataclass
+class Fallback:
+    """The model that met the budget (else the best one seen), the layers it reverted, its
+    score, and one record per attempt, by the number of layers reverted."""
+
+    model: onnx.ModelProto
+    reverted: list[str]
+    score: dict
+    trail: list[dict]
+
+
 def fall_back(
-    build: Builder, order: list[str], evaluate: Callable[[onnx.ModelProto], Score]
-) -> tuple[onnx.ModelProto, list[str], list[dict]]:
-    """Revert the first layers of `order`, one more at a time, until the score is ok.
+    build: Builder,
+    order: list[str],
+    evaluate: Callable[[onnx.ModelProto], Score],
+    first: tuple[onnx.ModelProto, Score] | None = None,
+) -> Fallback:
+    """The fewest first layers of `order` to revert for an ok score.
 
-    Returns the model that met the budget (else the best one seen), the layers it
-    reverted, and one record per attempt.
+    Galloping search: revert 0, 1, 2, 4, ... layers until the score is ok (at most all of
+    them), then bisect between the last miss and that hit: about 2 log2(k) builds and runs
+    for k reverted layers instead of k + 1 (mobilenet_v2, never ok: 8 instead of 54). It
+    takes the score to improve as more of the ranking is reverted; every attempt is kept
+    and the best seen is returned when none is ok.
+    `first` is the model with nothing reverted and its score, when already measured.
     """
-    trail: list[dict] = []
-    best: tuple[onnx.ModelProto, list[str], Score] | None = None
-    for count in progress(range(len(order) + 1), "fallback", total=len(order) + 1):
-        kept = order[:count]
-        model = build(exclude=kept)
-        result = evaluate(model)
-        trail.append({"reverted": count, **result.as_dict()})
-        if best is None or _better(result, best[2]):
-            best = (model, kept, result)
-        if result.ok:
-            break
-    return best[0], best[1], trail
+    attempts: dict[int, tuple[onnx.ModelProto, Score]] = {} if first is None else {0: first}
+
+    def attempt(count: int) -> bool:
+        if count not in attempts:
+            model = build(exclude=order[:count])
+            attempts[count] = (model, evaluate(model))
+        return attempts[count][1].ok
+
+    missed, count = -1, 0
+    while not attempt(count) and count < len(order):
+        missed, count = count, min(max(1, 2 * count), len(order))
+    if attempts[count][1].ok:
+        while count - missed > 1:  # missed fails, count holds
+            middle = (missed + count) // 2
+            missed, count = (missed, middle) if attempt(middle) else (middle, count)
+    best = max(attempts, key=lambda k: (_rank(attempts[k][1]), -k))
+    trail = [{"reverted": k, **attempts[k][1].as_dict()} for k in sorted(attempts)]
+    chosen = count if attempts[count][1].ok else best
+    return Fallback(attempts[chosen][0], order[:chosen], attempts[chosen][1].as_dict(), trail)
 
 
-def _better(new: Score, old: Score) -> bool:
-    """More ok, else fewer failing outputs, else a higher value of the worst one."""
-    return (new.ok, -new.failing, new.candidate) > (old.ok, -old.failing, old.candidate)
+def _rank(score: Score) -> tuple:
+    """Better is ok, else fewer failing outputs, else a higher value of the worst one."""
+    return (score.ok, -score.failing, score.candidate)
