@@ -11,6 +11,7 @@ Run in the benchmark environment (onnxslim-kd, nncf; no torch needed) after
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -123,7 +124,8 @@ def ort_qdq(path: Path, calib: Dataset, out: Path) -> None:
     """onnxruntime's documented CPU best practice: pre-process, QDQ, U8 activations, S8
     per-channel weights, MinMax."""
     prepared = out.with_name("prepared.onnx")
-    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    with contextlib.chdir(out.parent):  # it leaves temporary files in the working directory
+        quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared), str(out), DatasetReader(calib, 0, len(calib), 1),
         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
