@@ -121,3 +121,28 @@ def test_an_already_quantized_model_is_refused(cli, tmp_path, kind):
     again = cli("quantize", quantized, "-o", tmp_path / "twice.onnx", "--data", data)
     assert again.code == 2 and "the model is already quantized" in again.stderr
     assert not (tmp_path / "twice.onnx").exists()
+
+
+def test_a_concatenated_head_is_judged_part_by_part(monkeypatch):
+    """Boxes (~0..300) beside scores (0..1) in one output: the whole output's SQNR is the
+    boxes', so with the join forced onto one scale (as onnxruntime does) the scores' ruin
+    passes a 30 dB floor unseen; judged by the worst part, the budget is missed (no layer
+    in FP32 repairs a shared scale), and with the join kept float it holds."""
+    from onnxslim_kd.report.outputs import output_roles
+
+    model, data = detector_head(), _images()
+    reference = run(model, data)
+    roles = output_roles(model, reference)
+    assert roles.parts == {"output": (1, [4, 3])}
+    monkeypatch.setattr(joins, "RANGE_RATIO", 1e9)  # no join kept float
+    options = QuantizeOptions(force_int8=True, max_drop=1.0, **UNTIMED)
+    shared, summary = quantize_model(model, data, options)
+    whole = output_fidelity(reference["output"], run(shared, data)["output"]).sqnr_db
+    parts = roles.fidelity("output", reference["output"], run(shared, data)["output"])
+    assert parts.parts_sqnr_db[1] < 20 and whole > 30  # scores lost, the whole looks fine
+    assert parts.sqnr_db == min(parts.parts_sqnr_db)
+    assert summary.budget["metric"] == "sqnr" and not summary.budget["ok"]
+    assert summary.budget["candidate"] == pytest.approx(parts.sqnr_db, abs=3)  # held-out fifth
+    monkeypatch.undo()
+    kept, summary = quantize_model(model, data, QuantizeOptions(**UNTIMED))
+    assert summary.budget["ok"] and _score_sqnr(model, kept, data) >= 30

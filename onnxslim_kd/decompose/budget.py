@@ -63,6 +63,6 @@ def hold_budget(
             factorised, [], first.as_dict(), trail=[{"reverted": 0, **first.as_dict()}]
         )
     ranking = data.subset(RANKING_SAMPLES)
-    order = sensitivity(build, layers, ranking, run(model, ranking))
+    order = sensitivity(build, layers, ranking, run(model, ranking), roles)
     found = fall_back(build, list(order), evaluate, (factorised, first))
     return BudgetResult(found.model, found.reverted, found.score, order, found.trail)

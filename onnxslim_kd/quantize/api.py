@@ -213,7 +213,7 @@ def _hold_budget(
     ]
     ranking_data = calibration.subset(SENSITIVITY_SAMPLES)
     summary.sensitivity_sqnr_db = sensitivity(
-        builder, candidates, ranking_data, run(prepared, ranking_data)
+        builder, candidates, ranking_data, run(prepared, ranking_data), roles
     )
     found = fall_back(builder, list(summary.sensitivity_sqnr_db), evaluate, (quantized, first))
     summary.fallback_layers, summary.fallback, summary.budget = (

@@ -20,7 +20,7 @@ import onnx
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.progress import progress
-from onnxslim_kd.report.fidelity import accuracy, output_fidelity
+from onnxslim_kd.report.fidelity import accuracy
 from onnxslim_kd.report.outputs import OutputRoles
 
 Outputs = dict[str, np.ndarray]
@@ -67,7 +67,7 @@ def score(
             agreement = roles.fidelity(name, ref, cand).top1_agreement
             entries[name] = _entry("agreement", 1.0, agreement, 1.0 - agreement, max_drop)
         else:
-            sqnr = output_fidelity(ref, cand).sqnr_db
+            sqnr = roles.fidelity(name, ref, cand).sqnr_db
             entries[name] = {"metric": "sqnr", "reference": None, "candidate": sqnr,
                              "drop": None, "ok": sqnr >= min_sqnr}  # fmt: skip
     worst = next((n for n, e in entries.items() if not e["ok"]), next(iter(entries)))
@@ -79,17 +79,17 @@ def _entry(metric: str, reference: float, candidate: float, drop: float, max_dro
             "ok": drop <= max_drop + 1e-9}  # fmt: skip
 
 
-def output_sqnr(reference: Outputs, candidate: Outputs) -> float:
-    """The worst output's SQNR in dB."""
-    return min(output_fidelity(reference[k], candidate[k]).sqnr_db for k in reference)
+def output_sqnr(reference: Outputs, candidate: Outputs, roles: OutputRoles) -> float:
+    """The worst output's SQNR in dB (a concatenation's worst part, see report.outputs)."""
+    return min(roles.fidelity(k, reference[k], candidate[k]).sqnr_db for k in reference)
 
 
 def sensitivity(
-    build: Builder, candidates: list[str], data: Dataset, reference: Outputs
+    build: Builder, candidates: list[str], data: Dataset, reference: Outputs, roles: OutputRoles
 ) -> dict[str, float]:
     """Output SQNR (dB) of the model with only each candidate layer changed, worst first."""
     sqnr = {
-        name: output_sqnr(reference, run(build(only=[name]), data))
+        name: output_sqnr(reference, run(build(only=[name]), data), roles)
         for name in progress(candidates, "sensitivity", total=len(candidates))
     }
     return dict(sorted(sqnr.items(), key=lambda item: item[1]))

@@ -16,9 +16,25 @@ class OutputFidelity:
     cosine: float
     sqnr_db: float
     top1_agreement: float | None = None
+    parts_sqnr_db: list[float] | None = None  # per concatenated part, see report.outputs
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def parts_sqnr(
+    reference: np.ndarray, candidate: np.ndarray, axis: int, sizes: list[int]
+) -> list[float]:
+    """SQNR (dB) of each consecutive slice of `sizes` along `axis`: the parts of an output
+    a Concat joined, each judged on its own scale."""
+    values = []
+    for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+        index = np.arange(start, start + size)
+        ref = np.take(reference, index, axis).astype(np.float64)
+        noise = float(np.sum((ref - np.take(candidate, index, axis)) ** 2))
+        signal = float(np.sum(ref**2))
+        values.append(float(10 * np.log10(signal / noise)) if noise else float("inf"))
+    return values
 
 
 def class_axis(rank: int) -> int | None:

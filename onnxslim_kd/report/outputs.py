@@ -17,8 +17,10 @@ import onnx
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.shape_inference import infer_shapes
 from onnxslim_kd.graph.validate import run
-from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity
+from onnxslim_kd.graph.walk import attribute, producers
+from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity, parts_sqnr
 
 #: Ops whose result is a probability (or log-probability) distribution over classes.
 CLASS_OPS = {"Softmax", "LogSoftmax"}
@@ -37,20 +39,28 @@ class OutputRoles:
     regression: list[str] = field(default_factory=list)
     label_output: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: output -> (axis, part sizes) where a Concat joined parts of scales MIXED_SCALE_RATIO apart
+    parts: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
 
     @property
     def class_like(self) -> list[str]:
         return list(self.class_axes)
 
     def fidelity(self, name: str, reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
-        """Output `name`'s fidelity, with arg-max agreement along its class axis if it has one."""
+        """Output `name`'s fidelity, with arg-max agreement along its class axis if it has one;
+        a concatenation of parts on different scales (boxes in pixels beside scores in
+        0..1) gets the worst part's SQNR, since the large part hides what the small loses."""
         axis = self.class_axes.get(name)
-        return output_fidelity(reference, candidate, axis is not None, axis)
+        fidelity = output_fidelity(reference, candidate, axis is not None, axis)
+        if name in self.parts:
+            fidelity.parts_sqnr_db = parts_sqnr(reference, candidate, *self.parts[name])
+            fidelity.sqnr_db = min(fidelity.sqnr_db, *fidelity.parts_sqnr_db)
+        return fidelity
 
     def as_dict(self) -> dict:
         return {"class_like": self.class_like, "regression": self.regression,
                 "label_output": self.label_output, "class_axes": self.class_axes,
-                "warnings": self.warnings}  # fmt: skip
+                "concatenated_parts": self.parts, "warnings": self.warnings}  # fmt: skip
 
 
 def output_roles(
@@ -89,6 +99,7 @@ def output_roles(
             rank = outputs[roles.label_output].ndim
             roles.class_axes.setdefault(roles.label_output, rank - 1 if labels.ndim == 2 else 1)
     roles.regression = [n for n in names if n not in roles.class_like]
+    roles.parts = _mixed_parts(model, {n: outputs[n] for n in roles.regression})
     return roles
 
 
@@ -136,3 +147,65 @@ def _label_output(
         "name one with --label-output"
     )
     return None
+
+
+#: Parts of a concatenated output whose RMS differ by more than this are judged apart.
+MIXED_SCALE_RATIO = 10.0
+#: Ops between the Concat and the output that move no values across the parts.
+_LAYOUT_OPS = {"Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"}
+
+
+def _mixed_parts(
+    model: onnx.ModelProto, outputs: dict[str, np.ndarray]
+) -> dict[str, tuple[int, list[int]]]:
+    """Outputs a Concat joined (maybe through reshapes that keep its axis) from parts whose
+    scales differ by more than MIXED_SCALE_RATIO, with that axis and the part sizes."""
+    writers = producers(model.graph)
+    joins = {}
+    for name in outputs:
+        node = writers.get(name)
+        while node is not None and node.op_type in _LAYOUT_OPS:
+            node = writers.get(node.input[0])
+        if node is not None and node.op_type == "Concat" and len(node.input) > 1:
+            joins[name] = node
+    if not joins:
+        return {}
+    known = {v.name: v.type.tensor_type for v in infer_shapes(model).graph.value_info}
+    known.update({v.name: v.type.tensor_type for v in model.graph.input})
+    constants = {t.name: list(t.dims) for t in model.graph.initializer}
+    parts = {}
+    for name, node in joins.items():
+        array = outputs[name]
+        sizes = [_dim(known, constants, part, attribute(node, "axis")) for part in node.input]
+        axis = attribute(node, "axis") % array.ndim if array.ndim else None
+        if axis is None or None in sizes or array.shape[axis] != sum(sizes):
+            continue  # a reshape moved the joined axis, or a part's size is unknown
+        if _scale_spread(array, axis, sizes) > MIXED_SCALE_RATIO:
+            parts[name] = (axis, sizes)
+    return parts
+
+
+def _dim(known: dict, constants: dict, tensor: str, axis: int) -> int | None:
+    """The static size of `tensor` along `axis`, if shape inference or its value knows it."""
+    if tensor in constants:
+        dims = constants[tensor]
+        return dims[axis] if -len(dims) <= axis < len(dims) else None
+    shape = known.get(tensor)
+    if shape is None or not shape.HasField("shape"):
+        return None
+    dims = shape.shape.dim
+    if not -len(dims) <= axis < len(dims):
+        return None
+    dim = dims[axis]
+    return dim.dim_value if dim.HasField("dim_value") else None
+
+
+def _scale_spread(array: np.ndarray, axis: int, sizes: list[int]) -> float:
+    """Largest over smallest RMS of the parts (inf when one part is all zeros)."""
+    rms = []
+    for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+        part = np.take(array, np.arange(start, start + size), axis).astype(np.float64)
+        rms.append(float(np.sqrt(np.mean(part**2))) if part.size else 0.0)
+    if max(rms) == 0.0:
+        return 1.0
+    return max(rms) / min(rms) if min(rms) > 0 else float("inf")
