@@ -36,15 +36,16 @@ def shapes_for(
 
 
 def data_from(
-    args: argparse.Namespace, model: onnx.ModelProto, source: str | None
+    args: argparse.Namespace, model: onnx.ModelProto, source: str | None, *, whole: bool = False
 ) -> Dataset | None:
-    """Load `source` for `model` with the command's --samples and --preprocess."""
+    """Load `source` for `model` with the command's --preprocess and --batch-axis, and its
+    --samples subset unless `whole`."""
     if source is None:
         return None
     return load_data(
         source,
         model,
-        samples=args.samples,
+        samples=None if whole else args.samples,
         preprocess=Preprocess.parse(args.preprocess),
         axes=parse_batch_axes(getattr(args, "batch_axis", None)),
     )

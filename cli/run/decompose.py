@@ -19,7 +19,7 @@ from onnxslim_kd.defaults import DEFAULT_MAX_DROP, DEFAULT_MIN_SQNR
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import check, run_pair
-from onnxslim_kd.report.outputs import probe_roles
+from onnxslim_kd.report.outputs import output_roles
 from onnxslim_kd.report.table import markdown_table
 
 
@@ -59,7 +59,7 @@ def output_fidelity(model, factorised, data) -> dict[str, dict]:
     for class-like outputs, SQNR for all."""
     sample = data.subset(FIDELITY_SAMPLES)
     reference, candidate = run_pair(model, factorised, sample)
-    _, roles = probe_roles(model, sample)
+    roles = output_roles(model, reference, sample.labels)
     return {
         name: roles.fidelity(name, ref, candidate[name]).as_dict()
         for name, ref in reference.items()

@@ -8,12 +8,10 @@ from cli.exit_codes import BUDGET_MISSED
 from cli.run.common import (
     data_from,
     emit_json,
-    parse_batch_axes,
     save_output,
     say,
 )
 from onnxslim_kd import progress
-from onnxslim_kd.data import Preprocess, load_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
 from onnxslim_kd.report.table import markdown_table
@@ -35,14 +33,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     data = data_from(args, model, args.data)
-    eval_data = None
-    if args.eval_data:  # all of it: --samples sizes the calibration subset only
-        eval_data = load_data(
-            args.eval_data,
-            model,
-            preprocess=Preprocess.parse(args.preprocess),
-            axes=parse_batch_axes(args.batch_axis),
-        )
+    # all of it: --samples sizes the calibration subset only
+    eval_data = data_from(args, model, args.eval_data, whole=True)
     quantized, summary = quantize_model(model, data, options, eval_data=eval_data)
     save_output(quantized, args.output, args.model)
     emit_json(args.json, {"input": args.model, "output": args.output, **summary.as_dict()})

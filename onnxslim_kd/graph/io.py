@@ -32,7 +32,8 @@ class TensorSpec:
         return {"name": self.name, "dtype": str(self.dtype), "shape": list(self.dims)}
 
 
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+def tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    """The spec of a graph input, output or value_info entry."""
     tensor_type = value.type.tensor_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
     dims: list[Dim] = []
@@ -47,11 +48,11 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 def model_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
     """Graph inputs that must be fed (initializers listed as inputs are not)."""
     initializers = {t.name for t in model.graph.initializer}
-    return [_spec(v) for v in model.graph.input if v.name not in initializers]
+    return [tensor_spec(v) for v in model.graph.input if v.name not in initializers]
 
 
 def model_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
-    return [_spec(v) for v in model.graph.output]
+    return [tensor_spec(v) for v in model.graph.output]
 
 
 def parse_shapes(items: list[str] | None) -> dict[str, list[int]]:

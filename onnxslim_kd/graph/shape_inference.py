@@ -17,7 +17,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     Inference runs on a weight-free skeleton so that models over 2 GB work too; the
     inferred value_info is copied back onto the full model.
     """
-    inferred = _inferred_value_info(model)
+    inferred = inferred_value_info(model)
     out = clone(model)
     del out.graph.value_info[:]
     out.graph.value_info.extend(inferred)
@@ -33,11 +33,11 @@ def reinfer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     the weights is made.
     """
     del model.graph.value_info[:]
-    model.graph.value_info.extend(_inferred_value_info(model))
+    model.graph.value_info.extend(inferred_value_info(model))
     return model
 
 
-def _inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+def inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """onnx shape inference (data propagation on) over the weight-free skeleton."""
     light = skeleton(model)
     return list(

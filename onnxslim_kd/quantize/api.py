@@ -28,9 +28,9 @@ from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import choose_data_types, detect_target
-from onnxslim_kd.report.budget import Builder, Score, fall_back, score, sensitivity
+from onnxslim_kd.report.budget import Builder, hold_budget
 from onnxslim_kd.report.fidelity import accuracy
-from onnxslim_kd.report.outputs import output_roles, probe_roles
+from onnxslim_kd.report.outputs import output_roles
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
@@ -190,37 +190,20 @@ def _hold_budget(
     options: QuantizeOptions,
     summary: QuantizeSummary,
 ) -> onnx.ModelProto:
-    """Meet the budget (--max-drop, else the default floor) by sending the most sensitive
-    layers back to FP32, one at a time; nothing is searched when all-INT8 meets it."""
-    reference = run(prepared, evaluation)
-    _, roles = probe_roles(prepared, evaluation)
-
-    def evaluate(candidate: onnx.ModelProto) -> Score:
-        return score(
-            reference, run(candidate, evaluation), evaluation.labels, options.budget,
-            options.min_sqnr, roles,
-        )  # fmt: skip
-
-    first = evaluate(quantized)
-    summary.budget = first.as_dict()
-    if first.ok:
-        summary.fallback = [{"reverted": 0, **first.as_dict()}]
-        return quantized
+    """Meet the budget (--max-drop, else the default floor) by sending the fewest most
+    sensitive layers back to FP32 (report.budget); nothing is searched when all-INT8 meets
+    it."""
     candidates = [
         node.name
         for node in prepared.graph.node
         if node.op_type in COMPUTE_OPS and node.name not in summary.excluded
     ]
-    ranking_data = calibration.subset(SENSITIVITY_SAMPLES)
-    summary.sensitivity_sqnr_db = sensitivity(
-        builder, candidates, ranking_data, run(prepared, ranking_data), roles
-    )
-    found = fall_back(builder, list(summary.sensitivity_sqnr_db), evaluate, (quantized, first))
-    summary.fallback_layers, summary.fallback, summary.budget = (
-        found.reverted,
-        found.trail,
-        found.score,
-    )
+    held = hold_budget(
+        prepared, quantized, builder, candidates, evaluation,
+        calibration.subset(SENSITIVITY_SAMPLES), options.budget, options.min_sqnr,
+    )  # fmt: skip
+    summary.budget, summary.fallback = held.score, held.trail
+    summary.fallback_layers, summary.sensitivity_sqnr_db = held.reverted, held.sensitivity_sqnr_db
     for name in summary.fallback_layers:
         summary.excluded[name] = "accuracy budget: sensitive layer kept in FP32"
     if not summary.budget["ok"]:
@@ -228,7 +211,7 @@ def _hold_budget(
             f"{summary.budget['metric']} budget not met even with "
             f"{len(summary.fallback_layers)} layers in FP32; saved the best model found"
         )
-    return found.model
+    return held.model
 
 
 def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> dict:

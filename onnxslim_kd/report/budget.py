@@ -21,7 +21,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.fidelity import accuracy
-from onnxslim_kd.report.outputs import OutputRoles
+from onnxslim_kd.report.outputs import OutputRoles, output_roles
 
 Outputs = dict[str, np.ndarray]
 #: Builds the changed model with the layers named in `exclude` left as they were (or with
@@ -145,3 +145,38 @@ def fall_back(
 def _rank(score: Score) -> tuple:
     """Better is ok, else fewer failing outputs, else a higher value of the worst one."""
     return (score.ok, -score.failing, score.candidate)
+
+
+@dataclass
+class Held:
+    """The model that holds the budget (else the best seen) and how it was found: the
+    layers reverted, its score, the sensitivity ranking (when one was needed), the trail."""
+
+    model: onnx.ModelProto
+    reverted: list[str]
+    score: dict
+    sensitivity_sqnr_db: dict[str, float]
+    trail: list[dict]
+
+
+def hold_budget(
+    reference_model: onnx.ModelProto, changed: onnx.ModelProto, build: Builder,
+    candidates: list[str], evaluation: Dataset, ranking: Dataset, max_drop: float,
+    min_sqnr: float,
+) -> Held:  # fmt: skip
+    """Score `changed` (every candidate changed) against `reference_model` on `evaluation`;
+    if it misses the budget, rank the candidates on `ranking` and revert the fewest most
+    sensitive ones until it holds. Nothing is ranked when `changed` holds it."""
+    reference = run(reference_model, evaluation)
+    roles = output_roles(reference_model, reference, evaluation.labels)
+
+    def evaluate(candidate: onnx.ModelProto) -> Score:
+        outputs = run(candidate, evaluation)
+        return score(reference, outputs, evaluation.labels, max_drop, min_sqnr, roles)
+
+    first = evaluate(changed)
+    if first.ok or not candidates:
+        return Held(changed, [], first.as_dict(), {}, [{"reverted": 0, **first.as_dict()}])
+    order = sensitivity(build, candidates, ranking, run(reference_model, ranking), roles)
+    found = fall_back(build, list(order), evaluate, (changed, first))
+    return Held(found.model, found.reverted, found.score, order, found.trail)

@@ -22,16 +22,21 @@ class OutputFidelity:
         return asdict(self)
 
 
+def concat_parts(array: np.ndarray, axis: int, sizes: list[int]) -> list[np.ndarray]:
+    """The consecutive slices of `sizes` along `axis`: the parts a Concat joined."""
+    return np.split(array, np.cumsum(sizes)[:-1], axis)
+
+
 def parts_sqnr(
     reference: np.ndarray, candidate: np.ndarray, axis: int, sizes: list[int]
 ) -> list[float]:
-    """SQNR (dB) of each consecutive slice of `sizes` along `axis`: the parts of an output
-    a Concat joined, each judged on its own scale."""
+    """SQNR (dB) of each part of a concatenated output, each judged on its own scale."""
     values = []
-    for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-        index = np.arange(start, start + size)
-        ref = np.take(reference, index, axis).astype(np.float64)
-        noise = float(np.sum((ref - np.take(candidate, index, axis)) ** 2))
+    parts = zip(concat_parts(reference, axis, sizes), concat_parts(candidate, axis, sizes),
+                strict=True)  # fmt: skip
+    for ref, cand in parts:
+        ref = ref.astype(np.float64)
+        noise = float(np.sum((ref - cand) ** 2))
         signal = float(np.sum(ref**2))
         values.append(float(10 * np.log10(signal / noise)) if noise else float("inf"))
     return values

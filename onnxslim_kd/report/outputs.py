@@ -17,10 +17,11 @@ import onnx
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.errors import InputError
-from onnxslim_kd.graph.shape_inference import infer_shapes
+from onnxslim_kd.graph.io import TensorSpec, tensor_spec
+from onnxslim_kd.graph.shape_inference import inferred_value_info
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.graph.walk import attribute, producers
-from onnxslim_kd.report.fidelity import OutputFidelity, output_fidelity, parts_sqnr
+from onnxslim_kd.report.fidelity import OutputFidelity, concat_parts, output_fidelity, parts_sqnr
 
 #: Ops whose result is a probability (or log-probability) distribution over classes.
 CLASS_OPS = {"Softmax", "LogSoftmax"}
@@ -170,42 +171,33 @@ def _mixed_parts(
             joins[name] = node
     if not joins:
         return {}
-    known = {v.name: v.type.tensor_type for v in infer_shapes(model).graph.value_info}
-    known.update({v.name: v.type.tensor_type for v in model.graph.input})
-    constants = {t.name: list(t.dims) for t in model.graph.initializer}
+    specs = {v.name: tensor_spec(v) for v in [*inferred_value_info(model), *model.graph.input]}
+    constants = {t.name: tuple(t.dims) for t in model.graph.initializer}
     parts = {}
     for name, node in joins.items():
-        array = outputs[name]
-        sizes = [_dim(known, constants, part, attribute(node, "axis")) for part in node.input]
-        axis = attribute(node, "axis") % array.ndim if array.ndim else None
+        array, axis = outputs[name], attribute(node, "axis")
+        sizes = [_size(constants.get(p) or _dims(specs, p), axis) for p in node.input]
+        axis = axis % array.ndim if array.ndim else None
         if axis is None or None in sizes or array.shape[axis] != sum(sizes):
             continue  # a reshape moved the joined axis, or a part's size is unknown
-        if _scale_spread(array, axis, sizes) > MIXED_SCALE_RATIO:
+        if _scale_spread(concat_parts(array, axis, sizes)) > MIXED_SCALE_RATIO:
             parts[name] = (axis, sizes)
     return parts
 
 
-def _dim(known: dict, constants: dict, tensor: str, axis: int) -> int | None:
-    """The static size of `tensor` along `axis`, if shape inference or its value knows it."""
-    if tensor in constants:
-        dims = constants[tensor]
-        return dims[axis] if -len(dims) <= axis < len(dims) else None
-    shape = known.get(tensor)
-    if shape is None or not shape.HasField("shape"):
-        return None
-    dims = shape.shape.dim
-    if not -len(dims) <= axis < len(dims):
-        return None
-    dim = dims[axis]
-    return dim.dim_value if dim.HasField("dim_value") else None
+def _dims(specs: dict[str, TensorSpec], tensor: str) -> tuple:
+    return specs[tensor].dims if tensor in specs else ()
 
 
-def _scale_spread(array: np.ndarray, axis: int, sizes: list[int]) -> float:
+def _size(dims: tuple, axis: int) -> int | None:
+    """The static size along `axis` of a tensor with `dims`, else None."""
+    size = dims[axis] if -len(dims) <= axis < len(dims) else None
+    return size if isinstance(size, int) else None
+
+
+def _scale_spread(parts: list[np.ndarray]) -> float:
     """Largest over smallest RMS of the parts (inf when one part is all zeros)."""
-    rms = []
-    for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-        part = np.take(array, np.arange(start, start + size), axis).astype(np.float64)
-        rms.append(float(np.sqrt(np.mean(part**2))) if part.size else 0.0)
+    rms = [float(np.sqrt(np.mean(p.astype(np.float64) ** 2))) if p.size else 0.0 for p in parts]
     if max(rms) == 0.0:
         return 1.0
     return max(rms) / min(rms) if min(rms) > 0 else float("inf")
