@@ -85,8 +85,14 @@ def run_pair(
 
     Outputs pair by name, or by position when the candidate renamed them.
     """
-    ref_out = run(reference, data, batch_size)
-    cand_out = run(candidate, data, batch_size)
+    return pair_outputs(run(reference, data, batch_size), run(candidate, data, batch_size))
+
+
+def pair_outputs(
+    ref_out: dict[str, np.ndarray], cand_out: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Two models' outputs on the same inputs, the candidate's keyed by reference names
+    (by position when it renamed them); different outputs or shapes are an InputError."""
     if set(ref_out) != set(cand_out):
         if len(ref_out) != len(cand_out):
             raise InputError(
@@ -106,5 +112,12 @@ def compare_models(
     reference: onnx.ModelProto, candidate: onnx.ModelProto, data: Dataset, batch_size: int = 32
 ) -> dict[str, OutputFidelity]:
     """Run both models on the same inputs and report the difference per output."""
-    ref_out, cand_out = run_pair(reference, candidate, data, batch_size)
+    return output_differences(*run_pair(reference, candidate, data, batch_size))
+
+
+def output_differences(
+    ref_out: dict[str, np.ndarray], cand_out: dict[str, np.ndarray]
+) -> dict[str, OutputFidelity]:
+    """The difference per output of two runs on the same inputs (see pair_outputs)."""
+    ref_out, cand_out = pair_outputs(ref_out, cand_out)
     return {name: output_fidelity(ref_out[name], cand_out[name]) for name in ref_out}

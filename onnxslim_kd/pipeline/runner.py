@@ -6,13 +6,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data import random_data, with_data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
-from onnxslim_kd.graph.validate import check, compare_models
+from onnxslim_kd.graph.validate import check, output_differences, run
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.interface import check_interface
 from onnxslim_kd.pipeline.recipe import DEFAULT_RECIPE, build_passes
@@ -20,6 +21,8 @@ from onnxslim_kd.pipeline.registry import Pass, PassContext
 from onnxslim_kd.progress import progress, report
 from onnxslim_kd.report.comparison import Comparison, bench_feeds, compare_before_after
 from onnxslim_kd.report.outputs import probe_roles
+
+Outputs = dict[str, np.ndarray]
 
 #: Samples each pass is verified on: enough to catch a broken rewrite, cheap to run.
 VERIFY_SAMPLES = 64
@@ -75,16 +78,22 @@ def compress(
     records = []
     stages = [("original", model)]
     current = model
+    original_out = run(model, verify)
+    current_out: Outputs | None = original_out  # the outputs of `current`; None: not run yet
     for position, step in enumerate(progress(passes, "compress", total=len(passes))):
         stored = checkpoints.load(entries[: position + 1]) if checkpoints else None
         if stored is not None:
             current, record = stored
             record["resumed"] = True
+            current_out = None
         else:
             report("compress", f"[{position + 1}/{len(passes)}] {step.name} ...")
             if checkpoints:
                 context.work_dir = checkpoints.stage_dir(entries[: position + 1])
-            current, record = _run_pass(step, current, context, verify)
+            before = run(current, verify) if current_out is None else current_out
+            current, record, current_out = _run_pass(
+                step, current, context, verify, before, original_out
+            )
             if checkpoints:
                 checkpoints.store(entries[: position + 1], current, record)
         resumed = " (resumed)" if record.get("resumed") else ""
@@ -125,16 +134,20 @@ def labels_for_training(
 
 
 def _run_pass(
-    step: Pass, model: onnx.ModelProto, context: PassContext, verify: Dataset
-) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Run one pass and verify its output: checker, onnxruntime, interface, fidelity."""
+    step: Pass, model: onnx.ModelProto, context: PassContext, verify: Dataset,
+    before: Outputs, original: Outputs,
+) -> tuple[onnx.ModelProto, dict[str, Any], Outputs]:  # fmt: skip
+    """Run one pass and verify its output: checker, onnxruntime, interface, fidelity
+    against its input's outputs `before` and the original's on `verify`; returns the new
+    model, its record and its outputs (the next pass's `before`)."""
     start = time.perf_counter()
     result = step.run(model, context)
     seconds = time.perf_counter() - start
     check(result.model)
     check_interface(model, result.model, step.name)
-    fidelity = compare_models(model, result.model, verify)
-    cumulative = compare_models(context.original, result.model, verify)
+    after_out = run(result.model, verify)
+    fidelity = output_differences(before, after_out)
+    cumulative = output_differences(original, after_out)
     after = model_stats(result.model, context.shapes)
     record = {
         "pass": step.name,
@@ -147,4 +160,4 @@ def _run_pass(
         "fidelity_vs_previous": {k: v.as_dict() for k, v in fidelity.items()},
         "fidelity_vs_original": {k: v.as_dict() for k, v in cumulative.items()},
     }
-    return result.model, record
+    return result.model, record, after_out
