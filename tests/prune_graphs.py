@@ -75,11 +75,11 @@ class Graph:
         return model
 
 
-def zero_removed(model: onnx.ModelProto, plan: dict) -> onnx.ModelProto:
+def zero_removed(model: onnx.ModelProto, plan: dict, shapes: dict | None = None) -> onnx.ModelProto:
     """The unpruned model with every weight, bias and per-channel parameter of the removed
     channels set to zero (divisors excepted): pruning it must change nothing."""
     canonical, _ = canonicalize(model)
-    an = analyze(canonical, resolve_shapes(canonical, {}))
+    an = analyze(canonical, resolve_shapes(canonical, shapes or {}))
     by_origin = {an.spaces[r].origin: r for r in an.spaces.roots()}
     kept = {by_origin[gid]: np.array(entry["keep"]) for gid, entry in plan["groups"].items()}
     lookup = keep_lookup(an, kept)
@@ -98,14 +98,17 @@ def zero_removed(model: onnx.ModelProto, plan: dict) -> onnx.ModelProto:
     return canonical
 
 
-def prune_lossless(model: onnx.ModelProto, ratio: float = 0.5, **options):
+def prune_lossless(
+    model: onnx.ModelProto, ratio: float = 0.5, shapes: dict | None = None, **options
+):
     """Prune with exact counts (no rounding, stem included) and check parity against the
-    zeroed original within 1e-5 relative; return the pruned model and summary."""
+    zeroed original within 1e-5 relative; return the pruned model and summary. `shapes`
+    fixes dynamic inputs for the analysis; parity is checked at those shapes."""
     settings = {"round_to": 1, "keep_stem": False, **options}
-    pruned, summary = prune(model, PruneOptions(ratio=ratio, **settings))
+    pruned, summary = prune(model, PruneOptions(ratio=ratio, **settings), shapes=shapes)
     check(pruned)
-    zeroed = zero_removed(model, summary.plan)
-    fidelity = compare_models(zeroed, pruned, random_data(model, batch=2))
+    zeroed = zero_removed(model, summary.plan, shapes)
+    fidelity = compare_models(zeroed, pruned, random_data(model, shapes, batch=2))
     for result in fidelity.values():
         assert result.max_rel_diff <= 1e-5, fidelity
     return pruned, summary

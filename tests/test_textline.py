@@ -108,3 +108,24 @@ def test_compress_holds_the_character_accuracy_budget(cli, tmp_path, textline):
     assert accuracy(run(compressed, test)["logprobs"], test.labels) == report["accuracy_after"]
     wide = np.concatenate([test.inputs["input"][:2]] * 2, axis=3)
     assert run(compressed, type(test)({"input": wide}))["logprobs"].shape == (2, 64, 37)
+
+
+def test_prune_removes_whole_attention_heads_and_keeps_the_width_dynamic(textline):
+    """The mixing block's heads (Q/K/V views computed from x.size(2) // heads at run time)
+    are pruned whole: 4 heads of 24 become 2 in every projection, and the result still
+    reads lines of any width."""
+    from onnxslim_kd.prune.prune import PruneOptions, prune
+
+    model = load(textline / "model.onnx")
+    calib = load_data(textline / "calib.npz", model).subset(16)
+    pruned, summary = prune(model, PruneOptions(ratio=0.5), calib)
+    heads = next(g for g in summary.groups if g.id.endswith("heads"))
+    assert (heads.size, heads.kept, heads.status) == (4, 2, "pruned")
+    widths = {n.name: n.input[1] for n in pruned.graph.node if n.op_type == "MatMul"}
+    sizes = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    for projection in ("query", "key", "value"):
+        assert sizes[widths[f"/mixing/attention/{projection}/MatMul"]] == (96, 48)
+    assert sizes[widths["/mixing/attention/out/MatMul"]] == (48, 96)
+    check(pruned)
+    wide = np.concatenate([calib.inputs["input"][:2]] * 2, axis=3)
+    assert run(pruned, type(calib)({"input": wide}))["logprobs"].shape == (2, 64, 37)

@@ -77,7 +77,7 @@ CATALOG: dict[str, OpInfo] = {
         "BitwiseOr BitwiseXor BitwiseNot Sum Mean CumSum CastLike"
     ),
     **_family("Equal Where", fold="exact"),
-    **_family("Softmax LogSoftmax", quantize="float"),
+    **_family("Softmax LogSoftmax", prune="Softmax", quantize="float"),
     **_family("Hardmax"),
     # pooling and reductions
     **_family("MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool", prune="Pool"),

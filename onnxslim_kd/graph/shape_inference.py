@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 
 from onnxslim_kd.graph.walk import clone
 
@@ -95,4 +97,38 @@ def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
         dims = tensor_type.shape.dim
         if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
             known[value.name] = [d.dim_value for d in dims]
+    missing = [name for node in model.graph.node for name in node.output if name not in known]
+    if any(missing):
+        known |= _measured_shapes(model, shapes, [name for name in missing if name])
     return known
+
+
+def _measured_shapes(
+    model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str]
+) -> dict[str, list[int]]:
+    """Shapes ONNX's inference leaves open, read off one onnxruntime run on inputs of ones.
+
+    Exports compute reshape targets from sizes through Div and Cast (x.size(2) // heads),
+    which ONNX's data propagation does not follow; without these shapes every attention
+    block's Reshape is unknown. Nothing is measured unless every input's shape is given.
+    """
+    from onnxslim_kd.graph.session import make_session
+
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not all(i.name in shapes for i in inputs):
+        return {}
+    feeds = {
+        i.name: np.ones(shapes[i.name], onnx.helper.tensor_dtype_to_np_dtype(
+            i.type.tensor_type.elem_type))
+        for i in inputs
+    }  # fmt: skip
+    probe = clone(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+    try:
+        session = make_session(probe, optimization=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        values = session.run(names, feeds)
+    except Exception:  # onnxruntime's errors share no base class; the shapes stay unknown
+        return {}
+    return {name: list(value.shape) for name, value in zip(names, values, strict=True)}

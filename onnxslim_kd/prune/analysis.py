@@ -43,11 +43,15 @@ class Analysis:
         self.origins: dict[int, list[int]] = {}  # space -> node indices that created it
         self.node_layouts: dict[int, tuple[Layout | None, Layout | None]] = {}
         self.slice_bounds: dict[int, tuple[int, int]] = {}  # Slice node -> (axis index, start)
+        # Reshape node -> ((node, input) holding its target's channel entry, offset, value)
+        self.reshape_entries: dict[int, tuple[tuple[int, int], int, np.ndarray]] = {}
+        self.shared_targets: dict[str, list[Layout]] = {}  # computed target -> its Reshapes
         self.graph_opset = opset_of(model)
         self.shapes = static_shapes(model, shapes)
         self.initializers = {t.name: t for t in model.graph.initializer}
         self._constants: dict[str, np.ndarray] = {}
         self.cuts: dict[str, list[int]] = {}  # conv output -> the Split's part sizes
+        self.heads: dict[str, tuple[int, int]] = {}  # projection output -> (heads, head size)
         self.readers = consumers(model.graph)  # the graph is read, never changed, while walked
         self.writers = producers(model.graph)
 
@@ -77,8 +81,15 @@ class Analysis:
 
     def new_space(self, size: int, index: int, axis: int, rank: int) -> Layout:
         """Fresh channels created by node `index`: one space, or one per part where a
-        Split cuts them (see rules.structure.split_cuts)."""
+        Split cuts them (see rules.structure.split_cuts), or one element per attention
+        head when a Reshape splits them into heads (see rules.attention.head_splits)."""
         node = self.graph.node[index]
+        heads = self.heads.get(node.output[0])
+        if heads is not None and heads[0] * heads[1] == size:
+            space = self.spaces.new(heads[0], f"{node_label(node, index)} heads")
+            self.spaces[space].unit = heads[1]
+            self.origins.setdefault(space, []).append(index)
+            return Layout(axis, rank, (Segment(space, 0, heads[0], heads[1]),))
         parts = self.cuts.get(node.output[0]) if axis == 1 else None
         if not parts or sum(parts) != size or min(parts) < 1:
             parts = [size]
@@ -143,10 +154,12 @@ class Analysis:
 def analyze(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Analysis:
     """Run every node's rule in graph order; block what reaches outputs or unknown ops."""
     from onnxslim_kd.prune.rules import rule_for
-    from onnxslim_kd.prune.rules.structure import split_cuts
+    from onnxslim_kd.prune.rules.attention import head_splits
+    from onnxslim_kd.prune.rules.structure import couple_shared_targets, split_cuts
 
     analysis = Analysis(model, shapes)
     analysis.cuts = split_cuts(analysis)
+    analysis.heads = head_splits(analysis)
     for index, node in enumerate(model.graph.node):
         tracked = [lay for name in node.input if (lay := analysis.layout(name))]
         rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx") else None
@@ -157,6 +170,7 @@ def analyze(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> Analysis:
             _block_subgraph_reads(analysis, node, label)
         elif tracked or rule.creates_channels:
             rule.propagate(analysis, node, index)
+    couple_shared_targets(analysis)
     for output in model.graph.output:
         if (lay := analysis.layout(output.name)) is not None:
             analysis.block(lay, f"reaches graph output '{output.name}'")

@@ -23,9 +23,10 @@ class Budget:
     round_to: int = 8
 
 
-def rounded_keep(size: int, keep: int, round_to: int, groups: int = 1) -> int:
-    """Kept count: at least one per group, a multiple of `round_to` when the space allows."""
-    step = math.lcm(max(round_to, 1), groups)
+def rounded_keep(size: int, keep: int, round_to: int, groups: int = 1, unit: int = 1) -> int:
+    """Kept count: at least one per group, a multiple of `round_to` channels when the space
+    allows (an element of `unit` channels, a head, counts as `unit`)."""
+    step = math.lcm(max(round_to // unit, 1), groups)
     if size <= step:
         return size
     return min(size, max(step, step * round(keep / step)))
@@ -68,7 +69,7 @@ def select(an: Analysis, scores: dict[int, np.ndarray], budget: Budget) -> dict[
     for root, remove in removal_counts(an, scores, budget).items():
         space = an.spaces[root]
         size = space.size
-        keep = rounded_keep(size, size - remove, budget.round_to, space.groups)
+        keep = rounded_keep(size, size - remove, budget.round_to, space.groups, space.unit)
         chosen = choose(scores[root], keep, space.groups)
         kept[root] = _cover_sub_ranges(an, root, chosen, scores[root])
     return kept

@@ -15,6 +15,7 @@ class Space:
     blocked: list[str] = field(default_factory=list)
     groups: int = 1  # grouped convs: every group must keep the same number of channels
     group_attr_nodes: list[str] = field(default_factory=list)  # depthwise convs to rewrite
+    unit: int = 1  # channels per element: an attention head of `unit` channels is kept whole
 
 
 class Spaces:
@@ -49,6 +50,7 @@ class Spaces:
         keep.blocked += gone.blocked
         keep.groups = math.lcm(keep.groups, gone.groups)
         keep.group_attr_nodes += gone.group_attr_nodes
+        keep.unit = max(keep.unit, gone.unit)
         self._parent[rb] = ra
         return ra
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onnxslim_kd.prune.rules.attention import Softmax
 from onnxslim_kd.prune.rules.base import Rule
 from onnxslim_kd.prune.rules.conv import Conv, ConvTranspose
 from onnxslim_kd.prune.rules.elementwise import Binary, Unary
@@ -53,6 +54,8 @@ RULES: dict[str, Rule] = {
     "Squeeze": Squeeze(),
     "Unsqueeze": Unsqueeze(),
     "Transpose": Transpose(),
+    "Softmax": Softmax(),
+    "LogSoftmax": Softmax(),
     **{op: Recurrent() for op in ("LSTM", "GRU", "RNN")},
     **{op: Unary() for op in UNARY_OPS},
     **{op: Binary() for op in BINARY_OPS},

@@ -6,6 +6,7 @@ import onnx
 
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
+from onnxslim_kd.prune.layout import Layout
 from onnxslim_kd.prune.rules.base import Rule, block_inputs, label
 
 
@@ -38,7 +39,11 @@ class Gemm(Rule):
 
 
 class MatMul(Rule):
-    """Activation [..., K] times a constant [K, N]: K is sliced, N is a new space."""
+    """Activation [..., K] times a constant [K, N]: K is sliced, N is a new space.
+
+    Two activations (attention's Q K^T and P V): channels on a batch axis (heads) pass to
+    the output, coupled between both inputs; A's rows and B's columns pass too; channels
+    on the contracted axis block."""
 
     creates_channels = True
 
@@ -47,13 +52,14 @@ class MatMul(Rule):
         where = f"MatMul '{label(node, index)}'"
         source = an.layout(node.input[0])
         rank = an.rank(node.output[0])
-        if (
-            weight is None
-            or weight.ndim != 2
-            or rank is None
-            or an.const(node.input[0]) is not None
-        ):
-            block_inputs(an, node, f"{where} multiplies two activations")
+        if rank is None or an.const(node.input[0]) is not None:
+            block_inputs(an, node, f"{where} has a constant first input or unknown rank")
+            return
+        if weight is None:
+            _activation_product(an, node, index, rank)
+            return
+        if weight.ndim != 2:
+            block_inputs(an, node, f"{where} has a batched constant weight")
             return
         if source is not None:
             if source.axis != source.rank - 1:
@@ -64,3 +70,28 @@ class MatMul(Rule):
         an.slice_param(index, 1, 1, out.with_axis(1, 2))
         an.set_layout(node.output[0], out)
         an.node_layouts[index] = (source, out)
+
+
+def _activation_product(an: Analysis, node: onnx.NodeProto, index: int, rank: int) -> None:
+    """Where each input's channels land in A @ B; both land on one axis or the node blocks."""
+    where = f"MatMul '{label(node, index)}'"
+    landed: list[Layout] = []
+    for position, name in enumerate(node.input[:2]):
+        lay = an.layout(name)
+        if lay is None:
+            continue
+        contracted = lay.rank - 1 if position == 0 else lay.rank - 2
+        if lay.axis == contracted or lay.rank == 1:
+            an.block(lay, f"{where} contracts the channel axis of two activations")
+            block_inputs(an, node, f"{where} contracts the channel axis of two activations")
+            return
+        landed.append(lay.with_axis(lay.axis + rank - lay.rank, rank))
+    if not landed:
+        return
+    if len(landed) == 2 and landed[0].axis != landed[1].axis:
+        block_inputs(an, node, f"{where} puts channels on two axes of its output")
+        return
+    if len(landed) == 2:
+        an.couple(landed[0], landed[1], f"{where} multiplies unaligned heads")
+    an.set_layout(node.output[0], landed[0])
+    an.node_layouts[index] = (landed[0], landed[0])

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from onnxslim_kd.graph.catalog import ops_where
 from onnxslim_kd.graph.walk import attribute
 from onnxslim_kd.prune.analysis import Analysis
-from onnxslim_kd.prune.layout import KeepLookup, Layout, kept_positions
+from onnxslim_kd.prune.layout import KeepLookup, Layout, Segment, kept_positions
 from onnxslim_kd.prune.rules.base import (
     Rule,
     attribute_or_input,
@@ -201,19 +201,22 @@ class Flatten(Rule):
 
 
 class Reshape(Rule):
-    """Two exact cases: merging the channel axis with the trailing axes (a flatten) and
-    adding/removing size-1 axes after it. The shape constant's channel entry is rewritten."""
+    """Three exact cases: merging the channel axis with the trailing axes (a flatten, or
+    heads back into channels), adding/removing size-1 axes after it, and splitting a space
+    of whole heads into [heads, head size] (see `rules.attention`). The target's channel
+    entry is rewritten, in the shape constant or in the constant piece of a target that a
+    Concat builds at run time (x.view(b, t, heads, -1))."""
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
         before, after = an.shape(node.input[0]), an.shape(node.output[0])
-        target = an.const(node.input[1])
         where = f"Reshape '{label(node, index)}'"
         a = source.axis
         if before is None or after is None or after[:a] != before[:a]:
             an.block(source, f"{where} moves the channel axis")
             return
-        if target is None and _computed_entry(an, node.input[1], a) not in (-1, 0):
+        entry = _channel_entry(an, node, a)
+        if entry is None:
             an.block(source, f"{where} takes the channel count from a shape computed at run time")
             return
         trailing = math.prod(before[a + 1 :])
@@ -221,64 +224,121 @@ class Reshape(Rule):
             layout = source.repeated(trailing).with_axis(a, a + 1)
         elif after[a] == before[a] and math.prod(after[a + 1 :]) == trailing == 1:
             layout = source.with_axis(a, len(after))
-        else:
+        elif (layout := _heads(source, before, after)) is None:
             an.block(source, f"{where} splits the channel axis")
             return
         an.set_layout(node.output[0], layout)
-        if target is not None and target[a] > 0:
+        if entry[2][entry[1]] > 0:
+            an.reshape_entries[index] = entry
             an.edit(self, index)
+            if an.const(node.input[1]) is None:
+                an.shared_targets.setdefault(node.input[1], []).append(layout)
 
     def rewrite(self, an: Analysis, graph: onnx.GraphProto, index: int, kept: KeepLookup) -> None:
         node = graph.node[index]
-        layout = an.layout(node.output[0])
-        target = an.const(node.input[1]).copy()
-        target[layout.axis] = len(kept_positions(layout, kept))
+        (owner, position), offset, value = an.reshape_entries[index]
+        holder = graph.node[owner]
+        target = value.copy()
+        target[offset] = len(kept_positions(an.layout(node.output[0]), kept))
         name = f"{node.output[0]}.shape"
         graph.initializer.append(numpy_helper.from_array(target, name))
-        node.input[1] = name
+        holder.input[position] = name
 
 
-def _computed_entry(an: Analysis, name: str, position: int) -> int | None:
-    """Entry `position` of a Reshape target built at run time as Concat(pieces), when that
-    piece is a constant (x.view(x.size(0), -1) gives Concat(Unsqueeze(Gather(Shape)), [-1]));
-    None when it is computed too, or the target is not such a Concat."""
-    writer = an.writers.get(name)
+def couple_shared_targets(an: Analysis) -> None:
+    """After the walk: Reshapes reading one computed target keep the same channels; when a
+    reader of it is not a Reshape whose channels are tracked, none may change it."""
+    for target, layouts in an.shared_targets.items():
+        readers = an.readers[target]
+        reason = f"the Reshape target '{target}' is shared with a Reshape it does not size"
+        if len(readers) != len(layouts):
+            for lay in layouts:
+                an.block(lay, reason)
+            continue
+        for other in layouts[1:]:
+            an.couple(layouts[0], other, reason)
+
+
+def _heads(source: Layout, before: list[int], after: list[int]) -> Layout | None:
+    """[.., H * D, ..] -> [.., H, D, ..] of a layout whose every element is D channels."""
+    a = source.axis
+    if len(after) != len(before) + 1 or after[a + 2 :] != before[a + 1 :]:
+        return None
+    size = after[a + 1]
+    if after[a] * size != before[a] or any(s.repeat % size for s in source.segments):
+        return None
+    segments = tuple(Segment(s.space, s.start, s.stop, s.repeat // size) for s in source.segments)
+    return Layout(a, len(after), segments)
+
+
+def _channel_entry(
+    an: Analysis, node: onnx.NodeProto, position: int
+) -> tuple[tuple[int, int], int, np.ndarray] | None:
+    """Where entry `position` of Reshape `node`'s target is held: ((node index, input),
+    offset, the constant there). The target itself when constant; else the piece of the
+    Concat that builds it at run time (x.view(x.size(0), -1) gives
+    Concat(Unsqueeze(Gather(Shape)), [-1])) when only this Reshape reads that Concat: a
+    constant piece, or a one-entry computed piece, which is replaced by a constant (a
+    channel count is static: x.view(b, t, x.size(2)) merging heads back). A Concat several
+    Reshapes read (the dynamo exporter shares Q, K and V's) is rewritten once for all, so
+    `couple_shared_targets` ties their channels. None otherwise."""
+    index = _node_index(an, node.output[0])
+    target = an.const(node.input[1])
+    if target is not None:
+        return (index, 1), position, target
+    writer = an.writers.get(node.input[1])
+    after = an.shape(node.output[0])
     if writer is None or writer.op_type != "Concat":
         return None
     offset = 0
-    for piece in writer.input:
+    for piece_index, piece in enumerate(writer.input):
         shape = an.shape(piece)
         if shape is None or len(shape) != 1:
             return None
         if offset <= position < offset + shape[0]:
             value = an.const(piece)
-            return None if value is None else int(value[position - offset])
+            if value is None and shape == [1]:
+                value = np.array([after[position]], np.int64)
+            elif value is None:
+                return None
+            return (_node_index(an, writer.output[0]), piece_index), position - offset, value
         offset += shape[0]
     return None
 
 
+def _node_index(an: Analysis, output: str) -> int:
+    return next(i for i, n in enumerate(an.graph.node) if output in n.output)
+
+
 class Shape(Rule):
     """Shape reads sizes, not values: harmless while only other axes' sizes are used
-    (x.size(0) in x.view(x.size(0), -1)); reading the channel count blocks, since pruning
-    changes it."""
+    (x.size(0) in x.view(x.size(0), -1), x.size()[:-1] in Hugging Face's head split);
+    reading the channel count blocks, since pruning changes it."""
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
+        exposed = list(range(source.rank))[attribute(node, "start", 0) : attribute(node, "end")]
         readers = an.readers[node.output[0]]
-        ranged = attribute(node, "start") is not None or attribute(node, "end") is not None
-        if not ranged and readers and all(_reads_other_axes(an, r, source) for r in readers):
+        read = [_axes_read(an, reader, exposed) for reader in readers]
+        if readers and all(axes is not None and source.axis not in axes for axes in read):
             return
         an.block(source, f"Shape '{label(node, index)}' passes on the channel count")
 
 
-def _reads_other_axes(an: Analysis, reader: onnx.NodeProto, source: Layout) -> bool:
-    """A Gather of constant positions of a shape, none of them the channel axis."""
-    if reader.op_type != "Gather" or attribute(reader, "axis", 0) != 0:
-        return False
-    positions = an.const(reader.input[1])
-    if positions is None:
-        return False
-    return all(int(p) % source.rank != source.axis for p in np.atleast_1d(positions))
+def _axes_read(an: Analysis, reader: onnx.NodeProto, exposed: list[int]) -> list[int] | None:
+    """The input axes whose sizes a Gather of constant positions or a Slice of constant
+    bounds takes from a shape holding the sizes of `exposed`; None for any other reader."""
+    if reader.op_type == "Gather" and attribute(reader, "axis", 0) == 0:
+        positions = an.const(reader.input[1])
+        if positions is not None:
+            return [exposed[int(p)] for p in np.atleast_1d(positions)]
+    if reader.op_type == "Slice" and len(reader.input) >= 3:
+        bounds = [an.const(name) if name else None for name in reader.input[1:5]]
+        if all(b is not None for b in bounds[:2]) and all(
+            b is None or b.tolist() == [v] for b, v in zip(bounds[2:], (0, 1), strict=False)
+        ):
+            return exposed[int(bounds[0][0]) : int(bounds[1][0])]
+    return None
 
 
 class Squeeze(Rule):

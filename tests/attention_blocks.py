@@ -1,0 +1,81 @@
+"""Attention blocks exported from torch the ways real models come: timm-style view/transpose,
+Hugging Face-style size()[:-1] + (heads, size) views, F.scaled_dot_product_attention; by
+the legacy (TorchScript) and the dynamo exporter, with dynamic batch and sequence."""
+
+from __future__ import annotations
+
+import io
+
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STYLES = ("view", "hf", "sdpa")
+
+
+class Attention(nn.Module):
+    """Separate Q/K/V projections, `heads` heads, an output projection and a residual."""
+
+    def __init__(self, width: int, heads: int, style: str) -> None:
+        super().__init__()
+        self.heads, self.size, self.style = heads, width // heads, style
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.out = nn.Linear(width, width)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        if self.style == "hf":
+            shape = t.size()[:-1] + (self.heads, self.size)  # noqa: RUF005 - as HF writes it
+            return t.view(shape).permute(0, 2, 1, 3)
+        n, steps, _ = t.shape
+        return t.view(n, steps, self.heads, -1).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (self._split(p(x)) for p in (self.query, self.key, self.value))
+        if self.style == "sdpa":
+            context = F.scaled_dot_product_attention(q, k, v)
+        else:
+            scores = q @ k.transpose(-1, -2) / self.size**0.5
+            context = scores.softmax(dim=-1) @ v
+        context = context.transpose(1, 2)
+        if self.style == "hf":
+            merged = context.reshape(context.size()[:-2] + (self.heads * self.size,))  # noqa: RUF005
+        else:
+            merged = context.flatten(2)
+        return x + self.out(merged)
+
+
+class Block(nn.Module):
+    """Attention, then a GELU MLP, each behind a residual (the norms are left out here:
+    their own rule is the residual width's, not the heads')."""
+
+    def __init__(self, width: int = 16, heads: int = 4, style: str = "view") -> None:
+        super().__init__()
+        self.attention = Attention(width, heads, style)
+        hidden = 2 * width
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attention(x)
+        return x + self.mlp(x)
+
+
+def export(module: nn.Module, example: torch.Tensor, dynamo: bool = False) -> onnx.ModelProto:
+    """The module as ONNX with dynamic batch and sequence length."""
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    axes = {"x": {0: "batch", 1: "steps"}, "y": {0: "batch", 1: "steps"}}
+    if dynamo:
+        steps = torch.export.Dim("steps", min=2, max=512)
+        batch = torch.export.Dim("batch", min=1, max=64)
+        program = torch.onnx.export(
+            module.eval(), (example,), dynamo=True, input_names=["x"], output_names=["y"],
+            dynamic_shapes={"x": {0: batch, 1: steps}}, verbose=False,
+        )  # fmt: skip
+        program.save(buffer)
+    else:
+        torch.onnx.export(
+            module.eval(), (example,), buffer, dynamo=False, opset_version=17,
+            input_names=["x"], output_names=["y"], dynamic_axes=axes,
+        )  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())

@@ -1,0 +1,152 @@
+"""Attention heads are pruned whole: hand-built blocks and torch exports (legacy and dynamo,
+timm-, Hugging Face- and SDPA-style), lossless against the zeroed original."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxslim_kd.data import random_data
+from onnxslim_kd.graph.session import make_session
+from onnxslim_kd.graph.stats import model_stats
+from onnxslim_kd.prune.budget import rounded_keep
+from onnxslim_kd.prune.prune import PruneOptions, prune
+from tests.prune_graphs import Graph, prune_lossless, weights
+
+HEADS, SIZE = 4, 2
+WIDTH = HEADS * SIZE
+
+
+def _split(g: Graph, t: str, computed: bool) -> str:
+    """[B, T, C] -> [B, T, heads, size]: a constant target, or one built at run time from
+    the tensor's batch and sequence sizes as torch's legacy exporter writes x.view(b, t, h, -1)."""
+    if not computed:
+        return g.op("Reshape", [t, g.const(np.array([0, 0, HEADS, SIZE], np.int64))])
+    shape = g.op("Shape", [t])
+    sizes = [
+        g.op("Unsqueeze", [g.op("Gather", [shape, g.const(np.array(axis, np.int64))], axis=0),
+                           g.const(np.array([0], np.int64))])
+        for axis in (0, 1)
+    ]  # fmt: skip
+    pieces = [*sizes, g.const(np.array([HEADS], np.int64)), g.const(np.array([-1], np.int64))]
+    return g.op("Reshape", [t, g.op("Concat", pieces, axis=0)])
+
+
+def _attention(computed: bool = False, mask: bool = False, opset: int = 17) -> onnx.ModelProto:
+    """Q/K/V projections with biases, softmax(Q K^T / sqrt(d) [+ mask]) V, the heads merged
+    back and an output projection: matmul1-3 project, matmul4/5 are the activation
+    products, matmul6 the output projection."""
+    g = Graph(shape=(2, 5, WIDTH), opset=opset)
+
+    def project() -> str:
+        return g.op("Add", [g.op("MatMul", ["input", g.weight(WIDTH, WIDTH)]), g.weight(WIDTH)])
+
+    q = g.op("Transpose", [_split(g, project(), computed)], perm=[0, 2, 1, 3])
+    k = g.op("Transpose", [_split(g, project(), computed)], perm=[0, 2, 3, 1])
+    v = g.op("Transpose", [_split(g, project(), computed)], perm=[0, 2, 1, 3])
+    scores = g.op("Div", [g.op("MatMul", [q, k]), g.const(np.float32(np.sqrt(SIZE)))])
+    if mask:
+        causal = np.triu(np.full((5, 5), -1e4, np.float32), 1)
+        scores = g.op("Add", [scores, g.const(causal)])
+    probs = g.op("Softmax", [scores], axis=-1 if opset >= 13 else 3)
+    context = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+    merged = g.op("Reshape", [context, g.const(np.array([0, 0, WIDTH], np.int64))])
+    return g.model(g.op("MatMul", [merged, g.weight(WIDTH, 3)]))
+
+
+def _heads_group(summary):
+    return next(g for g in summary.groups if g.id.endswith("heads"))
+
+
+@pytest.mark.parametrize(
+    "computed, mask, opset", [(False, False, 17), (True, True, 17), (False, True, 11)]
+)
+def test_heads_are_pruned_whole_through_qkv_scores_and_the_output_projection(computed, mask, opset):
+    pruned, summary = prune_lossless(_attention(computed, mask, opset))
+    shapes = weights(pruned)
+    for projection in ("matmul1", "matmul2", "matmul3"):
+        assert shapes[f"{projection}:1"] == (WIDTH, WIDTH // 2)
+    assert shapes["matmul6:1"] == (WIDTH // 2, 3)
+    group = _heads_group(summary)
+    assert (group.size, group.kept, group.status) == (HEADS, HEADS // 2, "pruned")
+    assert group.nodes == ["matmul1", "matmul2", "matmul3"]
+    kept = np.array(summary.plan["groups"][group.id]["keep"])
+    assert len(kept) == HEADS // 2 and kept.max() < HEADS  # heads, not channels
+
+
+def test_the_activation_products_lose_the_pruned_heads_macs():
+    model = _attention()
+    pruned, _ = prune_lossless(model)
+    shapes = {"input": [2, 5, WIDTH]}
+    before = model_stats(model, shapes).macs_per_node
+    after = model_stats(pruned, shapes).macs_per_node
+    for product in ("matmul4", "matmul5"):
+        assert after[product] * 2 == before[product]
+
+
+def test_a_softmax_over_the_heads_blocks_them():
+    g = Graph(shape=(2, 5, WIDTH))
+    projected = g.op("MatMul", ["input", g.weight(WIDTH, WIDTH)])
+    heads = g.op("Transpose", [_split(g, projected, False)], perm=[0, 2, 1, 3])
+    y = g.op("ReduceMean", [g.op("Softmax", [heads], axis=1)], axes=[1], keepdims=0)
+    _, summary = prune(g.model(y), PruneOptions(ratio=0.5, round_to=1))
+    group = _heads_group(summary)
+    assert group.status == "skipped" and "normalises the channel axis" in group.reasons[0]
+
+
+def test_head_counts_round_in_channels():
+    assert rounded_keep(8, 3, 8, unit=2) == 4  # 4 heads of 2 = 8 channels
+    assert rounded_keep(8, 3, 8, unit=64) == 3  # a head is already 64 channels
+
+
+def _export(style: str, dynamo: bool) -> onnx.ModelProto:
+    torch = pytest.importorskip("torch")
+    from tests.attention_blocks import Block, export
+
+    torch.manual_seed(0)
+    return export(Block(16, 4, style), torch.randn(2, 5, 16), dynamo=dynamo)
+
+
+@pytest.mark.parametrize(
+    "style, dynamo",
+    [("view", False), ("hf", False), ("sdpa", False), ("view", True), ("hf", True)],
+)
+def test_exported_attention_prunes_heads_and_keeps_dynamic_batch_and_sequence(style, dynamo):
+    model = _export(style, dynamo)
+    pruned, summary = prune_lossless(model, shapes={"x": [2, 5, 16]})
+    group = _heads_group(summary)
+    assert (group.size, group.kept, group.status) == (4, 2, "pruned")
+    hidden = next(g for g in summary.groups if g.size == 32)
+    assert (hidden.kept, hidden.status) == (16, "pruned")  # the MLP's hidden units
+    assert summary.params_after < summary.params_before
+    feeds = random_data(pruned, {"x": [3, 7, 16]}).inputs
+    (out,) = make_session(pruned).run(None, feeds)
+    assert out.shape == (3, 7, 16)
+
+
+def test_dynamo_sdpa_merges_batch_and_heads_and_is_left_whole():
+    """The dynamo exporter's SDPA decomposition reshapes K to [B * heads, T, D]: the heads
+    cannot be followed through that, so they stay, with the reason."""
+    model = _export("sdpa", True)
+    pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 16]})
+    for group in summary.groups:
+        if group.id.endswith("heads"):
+            assert group.status == "skipped" and "channel count" in group.reasons[0]
+    onnx.checker.check_model(pruned)
+
+
+def test_tied_projection_weights_stay_shared():
+    """An exporter that shares one weight between Q and K keeps sharing it after pruning."""
+    model = _attention()
+    tensors = {t.name: t for t in model.graph.initializer}
+    q, k = (next(n for n in model.graph.node if n.name == name) for name in ("matmul1", "matmul2"))
+    unused, k.input[1] = k.input[1], q.input[1]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(t for name, t in tensors.items() if name != unused)
+    pruned, _ = prune_lossless(model)
+    shared = {n.input[1] for n in pruned.graph.node if n.name in ("matmul1", "matmul2")}
+    assert len(shared) == 1
+    value = numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name in shared))
+    assert value.shape == (WIDTH, WIDTH // 2)
