@@ -150,3 +150,18 @@ def test_tied_projection_weights_stay_shared():
     assert len(shared) == 1
     value = numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name in shared))
     assert value.shape == (WIDTH, WIDTH // 2)
+
+
+def test_data_driven_head_scores_read_the_heads_outputs():
+    """mean-act ranks heads by their share of softmax(Q K^T) V: the two heads whose value
+    projections are scaled down are the two pruned."""
+    model = _attention()
+    tensors = {t.name: t for t in model.graph.initializer}
+    value = next(n for n in model.graph.node if n.name == "matmul3").input[1]
+    weight = numpy_helper.to_array(tensors[value]).copy()
+    weight[:, : 2 * SIZE] *= 1e-3  # heads 0 and 1 barely contribute
+    tensors[value].CopyFrom(numpy_helper.from_array(weight, value))
+    data = random_data(model, batch=8)
+    _, summary = prune(model, PruneOptions(ratio=0.5, round_to=1, criterion="mean-act"), data)
+    group = _heads_group(summary)
+    assert summary.plan["groups"][group.id]["keep"] == [2, 3]

@@ -20,19 +20,31 @@ RELU_LIKE = ops_where(zero_is_inactive=True)
 
 
 def observed_tensors(an: Analysis, roots: list[int]) -> dict[int, str]:
-    """For each space, one tensor carrying exactly its channels, preferring ReLU outputs."""
+    """For each space, one tensor carrying exactly its channels, preferring ReLU outputs
+    and, for attention heads, the heads' outputs (softmax(Q K^T) V: a head that adds
+    little there adds little to the block, whatever its Q and K look like)."""
     made_by = producers(an.graph)
-    chosen: dict[int, tuple[bool, str]] = {}
+    chosen: dict[int, tuple[int, str]] = {}
     for name, lay in an.layouts.items():
         if len(lay.segments) != 1 or lay.segments[0].repeat != 1 or name not in made_by:
             continue
         root = an.spaces.find(lay.segments[0].space)
         if root not in roots or not an.is_whole(lay.segments[0]):
             continue
-        relu = made_by[name].op_type in RELU_LIKE
-        if root not in chosen or (relu and not chosen[root][0]):
-            chosen[root] = (relu, name)
+        rank = _preference(an, made_by[name])
+        if root not in chosen or rank > chosen[root][0]:
+            chosen[root] = (rank, name)
     return {root: name for root, (_, name) in chosen.items()}
+
+
+def _preference(an: Analysis, node: onnx.NodeProto) -> int:
+    """2 for a product of two activations fed by a Softmax (a head's output), 1 for a
+    ReLU-like output, 0 otherwise."""
+    if node.op_type == "MatMul" and all(an.const(name) is None for name in node.input):
+        first = an.writers.get(node.input[0])
+        if first is not None and first.op_type == "Softmax":
+            return 2
+    return int(node.op_type in RELU_LIKE)
 
 
 @dataclass
