@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STYLES = ("view", "hf", "sdpa")
+STYLES = ("view", "hf", "sdpa", "fused")
 
 
 class Attention(nn.Module):
@@ -21,6 +21,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.size, self.style = heads, width // heads, style
         self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.qkv = nn.Linear(width, 3 * width)  # timm's fused projection, used by "fused"
         self.out = nn.Linear(width, width)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
@@ -30,8 +31,15 @@ class Attention(nn.Module):
         n, steps, _ = t.shape
         return t.view(n, steps, self.heads, -1).transpose(1, 2)
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.style != "fused":
+            return tuple(self._split(p(x)) for p in (self.query, self.key, self.value))
+        n, steps, _ = x.shape
+        qkv = self.qkv(x).reshape(n, steps, 3, self.heads, self.size).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = (self._split(p(x)) for p in (self.query, self.key, self.value))
+        q, k, v = self._heads(x)
         if self.style == "sdpa":
             context = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -70,7 +78,7 @@ def export(module: nn.Module, example: torch.Tensor, dynamo: bool = False) -> on
         batch = torch.export.Dim("batch", min=1, max=64)
         program = torch.onnx.export(
             module.eval(), (example,), dynamo=True, input_names=["x"], output_names=["y"],
-            dynamic_shapes={"x": {0: batch, 1: steps}}, verbose=False,
+            dynamic_shapes=({0: batch, 1: steps},), verbose=False,
         )  # fmt: skip
         program.save(buffer)
     else:

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 from onnxslim_kd.data import random_data
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.stats import model_stats
+from onnxslim_kd.graph.validate import check
 from onnxslim_kd.prune.budget import rounded_keep
 from onnxslim_kd.prune.prune import PruneOptions, prune
 from tests.prune_graphs import Graph, prune_lossless, weights
@@ -90,7 +91,8 @@ def test_a_softmax_over_the_heads_blocks_them():
     g = Graph(shape=(2, 5, WIDTH))
     projected = g.op("MatMul", ["input", g.weight(WIDTH, WIDTH)])
     heads = g.op("Transpose", [_split(g, projected, False)], perm=[0, 2, 1, 3])
-    y = g.op("ReduceMean", [g.op("Softmax", [heads], axis=1)], axes=[1], keepdims=0)
+    scores = g.op("MatMul", [heads, g.op("Transpose", [heads], perm=[0, 1, 3, 2])])
+    y = g.op("ReduceMean", [g.op("Softmax", [scores], axis=1)], axes=[1], keepdims=0)
     _, summary = prune(g.model(y), PruneOptions(ratio=0.5, round_to=1))
     group = _heads_group(summary)
     assert group.status == "skipped" and "normalises the channel axis" in group.reasons[0]
@@ -128,13 +130,13 @@ def test_exported_attention_prunes_heads_and_keeps_dynamic_batch_and_sequence(st
 
 def test_dynamo_sdpa_merges_batch_and_heads_and_is_left_whole():
     """The dynamo exporter's SDPA decomposition reshapes K to [B * heads, T, D]: the heads
-    cannot be followed through that, so they stay, with the reason."""
+    cannot be followed through that, so they stay, with the reason; the MLP still prunes."""
     model = _export("sdpa", True)
     pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 16]})
-    for group in summary.groups:
-        if group.id.endswith("heads"):
-            assert group.status == "skipped" and "channel count" in group.reasons[0]
-    onnx.checker.check_model(pruned)
+    statuses = {g.size: (g.status, g.reasons) for g in summary.groups}
+    assert statuses[4][0] == "skipped" and statuses[4][1]  # the heads, with a reason
+    assert statuses[32][0] == "pruned"
+    check(pruned)
 
 
 def test_tied_projection_weights_stay_shared():
@@ -165,3 +167,40 @@ def test_data_driven_head_scores_read_the_heads_outputs():
     _, summary = prune(model, PruneOptions(ratio=0.5, round_to=1, criterion="mean-act"), data)
     group = _heads_group(summary)
     assert summary.plan["groups"][group.id]["keep"] == [2, 3]
+
+
+def test_heads_multiplied_by_an_untracked_tensor_are_kept():
+    """Q's heads times K^T read straight off the input (no projection to prune with them):
+    removing heads of Q alone would break the product, so they stay, with the reason."""
+    g = Graph(shape=(2, 5, WIDTH))
+    q = g.op("Transpose", [_split(g, g.op("MatMul", ["input", g.weight(WIDTH, WIDTH)]), False)],
+             perm=[0, 2, 1, 3])  # fmt: skip
+    k = g.op("Transpose", [_split(g, "input", False)], perm=[0, 2, 3, 1])
+    y = g.op("ReduceMean", [g.op("MatMul", [q, k])], axes=[1], keepdims=0)
+    pruned, summary = prune(g.model(y), PruneOptions(ratio=0.5, round_to=1))
+    group = _heads_group(summary)
+    assert group.status == "skipped" and "untracked tensor" in group.reasons[0]
+    check(pruned)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("encoder", ["fused", "nn.TransformerEncoder"])
+def test_fused_projections_are_left_whole_and_the_mlp_still_prunes(encoder, dynamo):
+    """timm's fused qkv reshaped to [B, N, 3, heads, D] and nn.MultiheadAttention (which
+    also merges heads into the batch axis) are not followed: valid, smaller, reported."""
+    torch = pytest.importorskip("torch")
+    from tests.attention_blocks import Block, export
+
+    torch.manual_seed(0)
+    if encoder == "fused":
+        module, width = Block(16, 4, "fused"), 16
+    else:
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        module, width = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), 32
+    model = export(module, torch.randn(2, 5, width), dynamo=dynamo)
+    pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, width]})
+    check(pruned)
+    assert not any(g.id.endswith("heads") for g in summary.groups)
+    hidden = [g for g in summary.groups if g.size == 2 * width]
+    assert hidden and all(g.status == "pruned" for g in hidden)
+    assert summary.params_after < summary.params_before

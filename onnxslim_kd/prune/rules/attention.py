@@ -10,6 +10,8 @@ whole heads with the shared layout arithmetic and nothing head-specific downstre
 
 from __future__ import annotations
 
+import math
+
 import onnx
 
 from onnxslim_kd.graph.catalog import ops_where
@@ -28,24 +30,46 @@ def head_split(an: Analysis, node: onnx.NodeProto) -> tuple[int, int] | None:
     before, after = an.shape(node.input[0]), an.shape(node.output[0])
     if node.op_type != "Reshape" or before is None or after is None:
         return None
-    if len(after) != len(before) + 1 or after[:-2] != before[:-1]:
+    if not before or len(after) != len(before) + 1 or after[:-2] != before[:-1]:
         return None
     heads, size = after[-2], after[-1]
     return (heads, size) if heads > 1 and size > 1 and heads * size == before[-1] else None
 
 
 def head_splits(an: Analysis) -> dict[str, tuple[int, int]]:
-    """Projection outputs that reach a head split through bias Adds and scalings only."""
+    """Projection outputs that reach a head split through bias Adds and scalings only,
+    where the split heads reach a product of two activations (Q K^T or P V; this tells
+    heads from nn.MultiheadAttention's [..., 3, C] unflatten of a fused projection)."""
     found: dict[str, tuple[int, int]] = {}
     for node in an.graph.node:
         split = head_split(an, node)
-        tensor = node.input[0] if split else None
+        tensor = node.input[0] if split and _reaches_product(an, node.output[0]) else None
         while tensor is not None and (writer := an.writers.get(tensor)) is not None:
             if writer.op_type in _PROJECTIONS and an.const(writer.input[1]) is not None:
                 found[tensor] = split
                 break
             tensor = _passed_input(an, writer)
     return found
+
+
+def _reaches_product(an: Analysis, tensor: str) -> bool:
+    """Whether `tensor` feeds a MatMul of two activations through Transposes and scalings."""
+    for reader in an.readers[tensor]:
+        if reader.op_type == "MatMul" and all(an.const(n) is None for n in reader.input):
+            return True
+        passes = reader.op_type == "Transpose" or (
+            reader.op_type in ("Mul", "Div") and _scaled(an, reader, tensor)
+        )
+        if passes and _reaches_product(an, reader.output[0]):
+            return True
+    return False
+
+
+def _scaled(an: Analysis, node: onnx.NodeProto, tensor: str) -> bool:
+    """`node` multiplies or divides `tensor` by one number (SDPA's computed scale too)."""
+    others = [name for name in node.input if name != tensor]
+    shapes = [an.shape(name) for name in others]
+    return len(others) == 1 and shapes[0] is not None and math.prod(shapes[0]) == 1
 
 
 def _passed_input(an: Analysis, node: onnx.NodeProto) -> str | None:

@@ -73,7 +73,9 @@ class MatMul(Rule):
 
 
 def _activation_product(an: Analysis, node: onnx.NodeProto, index: int, rank: int) -> None:
-    """Where each input's channels land in A @ B; both land on one axis or the node blocks."""
+    """Where each input's channels land in A @ B; both land on one axis or the node blocks.
+    Channels on a batch axis need the other input's batch axis pruned with them (coupled)
+    or broadcast (size 1)."""
     where = f"MatMul '{label(node, index)}'"
     landed: list[Layout] = []
     for position, name in enumerate(node.input[:2]):
@@ -82,10 +84,12 @@ def _activation_product(an: Analysis, node: onnx.NodeProto, index: int, rank: in
             continue
         contracted = lay.rank - 1 if position == 0 else lay.rank - 2
         if lay.axis == contracted or lay.rank == 1:
-            an.block(lay, f"{where} contracts the channel axis of two activations")
             block_inputs(an, node, f"{where} contracts the channel axis of two activations")
             return
         landed.append(lay.with_axis(lay.axis + rank - lay.rank, rank))
+        if lay.axis < lay.rank - 2 and not _paired(an, node.input[1 - position], landed[-1]):
+            block_inputs(an, node, f"{where} multiplies heads by an untracked tensor")
+            return
     if not landed:
         return
     if len(landed) == 2 and landed[0].axis != landed[1].axis:
@@ -95,3 +99,12 @@ def _activation_product(an: Analysis, node: onnx.NodeProto, index: int, rank: in
         an.couple(landed[0], landed[1], f"{where} multiplies unaligned heads")
     an.set_layout(node.output[0], landed[0])
     an.node_layouts[index] = (landed[0], landed[0])
+
+
+def _paired(an: Analysis, other: str, landed: Layout) -> bool:
+    """The other operand of a product is tracked too, or broadcasts over `landed`'s axis."""
+    if an.layout(other) is not None:
+        return True
+    shape = an.shape(other)
+    axis = landed.axis - (landed.rank - len(shape)) if shape is not None else -1
+    return shape is not None and (axis < 0 or shape[axis] == 1)
