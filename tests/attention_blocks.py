@@ -87,3 +87,49 @@ def export(module: nn.Module, example: torch.Tensor, dynamo: bool = False) -> on
             input_names=["x"], output_names=["y"], dynamic_axes=axes,
         )  # fmt: skip
     return onnx.load_from_string(buffer.getvalue())
+
+
+class TinyViT(nn.Module):
+    """A ViT as timm and torchvision write one: a patch-embedding conv, x.flatten(2), a
+    class token joined with torch.cat, position embeddings, pre-norm blocks (attention
+    written out, GELU MLP), a final LayerNorm and x[:, 0]; `norms=False` leaves the
+    LayerNorms out (for exact parity of everything else)."""
+
+    def __init__(self, width: int = 16, heads: int = 4, depth: int = 2, norms: bool = True):
+        super().__init__()
+        self.embed = nn.Conv2d(1, width, 4, 4)
+        self.token = nn.Parameter(torch.randn(1, 1, width))
+        self.position = nn.Parameter(torch.randn(1, 17, width))
+        norm = nn.LayerNorm if norms else lambda _: nn.Identity()
+        self.norms = nn.ModuleList(norm(width) for _ in range(2 * depth + 1))
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.token.expand(x.shape[0], -1, -1), t], 1) + self.position
+        for number, block in enumerate(self.blocks):
+            t = block.attention(self.norms[2 * number](t))  # the block adds the residual
+            t = t + block.mlp(self.norms[2 * number + 1](t))
+        return self.head(self.norms[-1](t)[:, 0])
+
+
+def export_image(module: nn.Module, dynamo: bool = False) -> onnx.ModelProto:
+    """An image model on [N, 1, 16, 16] as ONNX with a dynamic batch."""
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    example = (torch.randn(2, 1, 16, 16),)
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1, max=64)
+        program = torch.onnx.export(
+            module.eval(), example, dynamo=True, input_names=["input"], output_names=["y"],
+            dynamic_shapes=({0: batch},), verbose=False,
+        )  # fmt: skip
+        program.save(buffer)
+    else:
+        torch.onnx.export(
+            module.eval(), example, buffer, dynamo=False, opset_version=17,
+            input_names=["input"], output_names=["y"],
+            dynamic_axes={"input": {0: "batch"}, "y": {0: "batch"}},
+        )  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())

@@ -274,9 +274,11 @@ def test_padded_consumer_is_reported_not_folded():
     assert "'conv2': constant channels dropped (padding: no exact fold)" in summary.warnings
 
 
-def _view_by_batch(channel_index: int | None = None):
+def _view_by_batch(channel_index: int | None = None, reshaped: str = "x"):
     """conv -> x.view(x.size(0), -1) -> Gemm, the target computed from Shape at run time;
-    with `channel_index`, the Shape's channel entry is also read (x.size(1))."""
+    with `channel_index`, the Shape's channel entry is also read (x.view(b, x.size(1), -1),
+    then a mean over the positions); `reshaped="relu"` reshapes another tensor by x's
+    sizes."""
     g = Graph(shape=(2, 4, 4, 4))
     x = g.op("Relu", [g.conv("input", 4, 8)])
     shape = g.op("Shape", [x])
@@ -286,8 +288,10 @@ def _view_by_batch(channel_index: int | None = None):
     if channel_index is not None:
         channels = g.op("Gather", [shape, g.const(np.array([channel_index], np.int64))], axis=0)
         pieces = [pieces[0], channels, g.const(np.array([-1], np.int64))]
-        x = g.op("Reshape", [x, g.op("Concat", pieces, axis=0)])
-        return g.model(g.op("ReduceMean", [x], keepdims=0, axes=[1, 2]))
+        source = x if reshaped == "x" else g.op("Relu", [x])
+        x = g.op("Reshape", [source, g.op("Concat", pieces, axis=0)])
+        pooled = g.op("ReduceMean", [x], keepdims=0, axes=[2])
+        return g.model(g.op("Gemm", [pooled, g.weight(3, 8), g.weight(3)], transB=1))
     flat = g.op("Reshape", [x, g.op("Concat", pieces, axis=0)])
     return g.model(g.op("Gemm", [flat, g.weight(3, 128), g.weight(3)], transB=1))
 
@@ -298,8 +302,15 @@ def test_a_reshape_target_computed_from_the_batch_size_is_pruned_through():
     assert weights(pruned)["gemm1:1"] == (3, 64)  # 4 kept channels x 16 positions
 
 
+def test_a_reshape_by_its_own_channel_count_is_pruned_through():
+    """x.view(b, x.size(1), -1): the count read off x follows x's pruning."""
+    pruned, summary = prune_lossless(_view_by_batch(channel_index=1))
+    assert {g.id: g.status for g in summary.groups}["conv1"] == "pruned"
+    assert weights(pruned)["gemm1:1"] == (3, 4)
+
+
 def test_a_shape_whose_channel_count_is_read_blocks_the_channels():
-    _, summary = prune_lossless(_view_by_batch(channel_index=1))
+    _, summary = prune_lossless(_view_by_batch(channel_index=1, reshaped="relu"))
     conv = next(g for g in summary.groups if g.id == "conv1")
     assert conv.status == "skipped" and "passes on the channel count" in conv.reasons[0]
 

@@ -74,7 +74,10 @@ def test_distill_repairs_a_sequence_output_per_time_step(cli, recognizers, tmp_p
     summary = json.loads(result.stdout)
     assert summary["outputs"]["class_axes"] == {"logprobs": 2}
     assert summary["metric"] == "teacher_agreement"
-    assert summary["executor_parity"]["logprobs"]["max_rel"] < 1e-5
+    # onnxruntime's LSTM kernel approximates sigmoid/tanh, with a rounding that depends on
+    # the CPU's vector unit: 1.4e-5 was seen on CI's machine, 6e-6 on others; a wrong rule
+    # is off by 1e-3 or more.
+    assert summary["executor_parity"]["logprobs"]["max_rel"] < 5e-5
     assert 0 <= summary["val_before"] < summary["val_after"] <= 1
     trained = onnx.load(tmp_path / "kd.onnx")
     dims = [d.dim_param or d.dim_value for d in trained.graph.input[0].type.tensor_type.shape.dim]

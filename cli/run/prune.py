@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
         round_to=args.round_to,
         exclude=args.exclude,
         keep_stem=not args.prune_stem,
+        prune_norms=args.prune_norms,
         downsample=args.downsample,
         plan=args.plan,
     )
@@ -48,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
 def render(summary: PruneSummary) -> str:
     """Groups pruned and skipped (with reasons), then params and MACs before/after."""
     rows = [
-        (g.id, g.status, f"{g.size} -> {g.kept}", "; ".join(g.reasons[:2])) for g in summary.groups
-    ]
+        (g.id, g.status if g.exact or g.status != "pruned" else "pruned (not exact)",
+         f"{g.size} -> {g.kept}" + (f" heads of {g.unit}" if g.unit > 1 else ""),
+         "; ".join(g.reasons[:2]))
+        for g in summary.groups
+    ]  # fmt: skip
     totals = [
         ("params", f"{summary.params_before:,}", f"{summary.params_after:,}",
          f"{summary.params_before / max(summary.params_after, 1):.2f}x"),

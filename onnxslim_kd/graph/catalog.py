@@ -56,7 +56,8 @@ CATALOG: dict[str, OpInfo] = {
     # normalization
     **_family("BatchNormalization", prune="PerChannelParams", keeps_channels=True),
     **_family("InstanceNormalization", prune="PerChannelParams"),
-    **_family("LayerNormalization GroupNormalization LRN MeanVarianceNormalization"),
+    **_family("LayerNormalization", prune="LayerNorm"),
+    **_family("GroupNormalization LRN MeanVarianceNormalization"),
     # activations and element-wise math that keep channels in place
     **_family("Relu Clip LeakyRelu HardSwish Elu Selu", prune="Unary", **_RELU_LIKE),
     **_family("Mish", prune="Unary", zero_is_inactive=True),
@@ -97,7 +98,8 @@ CATALOG: dict[str, OpInfo] = {
         op: OpInfo(prune=op, fold="exact")
         for op in _family("Concat Split Slice Flatten Reshape Shape Squeeze Unsqueeze Transpose")
     },
-    **_family("ConstantOfShape Expand Gather Range Size Tile", fold="exact"),
+    **_family("ConstantOfShape Expand Range Size Tile", fold="exact"),
+    **_family("Gather", prune="Gather", fold="exact"),
     **_family("GatherElements GatherND ScatterElements ScatterND Trilu NonZero OneHot EyeLike"),
     # recurrent layers, control flow, stored tensors
     **_family("LSTM GRU RNN", prune="Recurrent", macs=True),

@@ -99,18 +99,21 @@ def static_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
             known[value.name] = [d.dim_value for d in dims]
     missing = [name for node in model.graph.node for name in node.output if name not in known]
     if any(missing):
-        known |= _measured_shapes(model, shapes, [name for name in missing if name])
+        measured = measured_values(model, shapes, [name for name in missing if name])
+        known |= {name: list(value.shape) for name, value in measured.items()}
     return known
 
 
-def _measured_shapes(
+def measured_values(
     model: onnx.ModelProto, shapes: dict[str, list[int]], names: list[str]
-) -> dict[str, list[int]]:
-    """Shapes ONNX's inference leaves open, read off one onnxruntime run on inputs of ones.
+) -> dict[str, np.ndarray]:
+    """Tensors `names` read off one onnxruntime run on inputs of ones at `shapes`.
 
-    Exports compute reshape targets from sizes through Div and Cast (x.size(2) // heads),
-    which ONNX's data propagation does not follow; without these shapes every attention
-    block's Reshape is unknown. Nothing is measured unless every input's shape is given.
+    For what ONNX's inference leaves open: exports compute reshape targets from sizes
+    through Div and Cast (x.size(2) // heads), which its data propagation does not follow,
+    and Expand targets through Where. Only sizes may be read off this run, never values
+    that depend on the inputs' contents. Nothing is measured unless every input's shape is
+    given, or when onnxruntime cannot run the model.
     """
     from onnxslim_kd.graph.session import make_session
 
@@ -131,4 +134,4 @@ def _measured_shapes(
         values = session.run(names, feeds)
     except Exception:  # onnxruntime's errors share no base class; the shapes stay unknown
         return {}
-    return {name: list(value.shape) for name, value in zip(names, values, strict=True)}
+    return dict(zip(names, values, strict=True))

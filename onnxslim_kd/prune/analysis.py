@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim_kd.graph.load import opset_of
-from onnxslim_kd.graph.shape_inference import static_shapes
+from onnxslim_kd.graph.shape_inference import measured_values, static_shapes
 from onnxslim_kd.graph.walk import all_graphs, consumers, node_label, producers, subgraphs
 from onnxslim_kd.prune.layout import Layout, Segment
 from onnxslim_kd.prune.spaces import Spaces
@@ -47,6 +47,7 @@ class Analysis:
         self.reshape_entries: dict[int, tuple[tuple[int, int], int, np.ndarray]] = {}
         self.shared_targets: dict[str, list[Layout]] = {}  # computed target -> its Reshapes
         self.graph_opset = opset_of(model)
+        self.input_shapes = shapes
         self.shapes = static_shapes(model, shapes)
         self.initializers = {t.name: t for t in model.graph.initializer}
         self._constants: dict[str, np.ndarray] = {}
@@ -65,6 +66,10 @@ class Analysis:
     def rank(self, name: str) -> int | None:
         shape = self.shape(name)
         return None if shape is None else len(shape)
+
+    def measured(self, name: str) -> np.ndarray | None:
+        """A size tensor computed at run time (an Expand target), read off one run."""
+        return measured_values(self.model, self.input_shapes, [name]).get(name)
 
     def const(self, name: str) -> np.ndarray | None:
         """Value of an initializer (cached), or None for activations."""
@@ -132,6 +137,13 @@ class Analysis:
     def block(self, layout: Layout, reason: str) -> None:
         for seg in layout.segments:
             self.spaces.block(seg.space, reason)
+
+    def mark_lossy(self, layout: Layout, reason: str) -> None:
+        """Pruning these channels changes results beyond the removed channels' share."""
+        for seg in layout.segments:
+            lossy = self.spaces[seg.space].lossy
+            if reason not in lossy:
+                lossy.append(reason)
 
     def couple(self, a: Layout, b: Layout, reason: str) -> bool:
         """Tie two layouts channel by channel; block both when their segments do not line up."""

@@ -43,6 +43,7 @@ class PruneOptions:
     plan: dict | str | None = None
     compensate: bool = True  # fold removed channels' constant/mean output into the next bias
     downsample: int = 1  # run everything after the stem conv at 1/downsample resolution
+    prune_norms: bool = False  # also prune channels a LayerNorm normalises over (not exact)
 
     def __post_init__(self) -> None:
         if isinstance(self.plan, str):
@@ -70,6 +71,8 @@ class Group:
     kept: int
     status: str  # pruned | unchanged | skipped
     reasons: list[str] = field(default_factory=list)
+    exact: bool = True  # False: pruned through a LayerNorm, the rest of the channels change
+    unit: int = 1  # channels per element (an attention head's size; 1 for plain channels)
 
 
 @dataclass
@@ -110,7 +113,7 @@ def prune(
         canonical, spatial = downsample(canonical, options.downsample, concrete)
     resized = spatial is not None and spatial.skipped is None
     an = analyze(canonical, concrete)
-    warnings = _apply_exclusions(an, options)
+    warnings = _apply_exclusions(an, options) + _lossy_spaces(an, options.prune_norms)
     if spatial is not None and spatial.skipped:
         warnings.append(f"downsample skipped: {spatial.skipped}")
     prunable = [r for r in an.spaces.roots() if not an.spaces[r].blocked]
@@ -177,6 +180,22 @@ def _apply_exclusions(an: Analysis, options: PruneOptions) -> list[str]:
     return warnings
 
 
+def _lossy_spaces(an: Analysis, allowed: bool) -> list[str]:
+    """Block the spaces pruning cannot remove exactly, unless allowed; warn when it is."""
+    lossy = [r for r in an.spaces.roots() if an.spaces[r].lossy and not an.spaces[r].blocked]
+    if not allowed:
+        for root in lossy:
+            reason = f"{an.spaces[root].lossy[0]}: pruning them is not exact (prune_norms)"
+            an.spaces.block(root, reason)
+        return []
+    if not lossy:
+        return []
+    return [
+        f"{len(lossy)} groups pruned through a LayerNormalization: its statistics change, "
+        "so the model needs fine-tuning (distill) after"
+    ]
+
+
 def _block_node(an: Analysis, index: int, reason: str) -> None:
     """Keep the channels a node produces (its inputs may still shrink, as in Torch-Pruning's
     ignored layers)."""
@@ -223,5 +242,8 @@ def _groups(an: Analysis, kept: dict[int, np.ndarray]) -> dict[int, Group]:
         status = "pruned" if count < space.size else "unchanged"
         if space.blocked:
             status = "skipped"
-        groups[root] = Group(space.origin, members[root], space.size, count, status, space.blocked)
+        groups[root] = Group(
+            space.origin, members[root], space.size, count, status, space.blocked,
+            exact=not space.lossy, unit=space.unit,
+        )  # fmt: skip
     return groups

@@ -16,6 +16,7 @@ class Space:
     groups: int = 1  # grouped convs: every group must keep the same number of channels
     group_attr_nodes: list[str] = field(default_factory=list)  # depthwise convs to rewrite
     unit: int = 1  # channels per element: an attention head of `unit` channels is kept whole
+    lossy: list[str] = field(default_factory=list)  # why pruning it is not exact (LayerNorm)
 
 
 class Spaces:
@@ -51,6 +52,7 @@ class Spaces:
         keep.groups = math.lcm(keep.groups, gone.groups)
         keep.group_attr_nodes += gone.group_attr_nodes
         keep.unit = max(keep.unit, gone.unit)
+        keep.lossy += [reason for reason in gone.lossy if reason not in keep.lossy]
         self._parent[rb] = ra
         return ra
 

@@ -7,12 +7,13 @@ from onnxslim_kd.prune.rules.base import Rule
 from onnxslim_kd.prune.rules.conv import Conv, ConvTranspose
 from onnxslim_kd.prune.rules.elementwise import Binary, Unary
 from onnxslim_kd.prune.rules.linear import Gemm, MatMul
-from onnxslim_kd.prune.rules.norm import PerChannelParams
+from onnxslim_kd.prune.rules.norm import LayerNorm, PerChannelParams
 from onnxslim_kd.prune.rules.recurrent import Recurrent
 from onnxslim_kd.prune.rules.spatial import Pad, Pool, Reduce, Resize
 from onnxslim_kd.prune.rules.structure import (
     Concat,
     Flatten,
+    Gather,
     Reshape,
     Shape,
     Slice,
@@ -42,6 +43,7 @@ RULES: dict[str, Rule] = {
     "MatMul": MatMul(),
     "BatchNormalization": PerChannelParams(),
     "InstanceNormalization": PerChannelParams(),
+    "LayerNormalization": LayerNorm(),
     "Pad": Pad(),
     "Resize": Resize(),
     "Upsample": Resize(),
@@ -54,6 +56,7 @@ RULES: dict[str, Rule] = {
     "Squeeze": Squeeze(),
     "Unsqueeze": Unsqueeze(),
     "Transpose": Transpose(),
+    "Gather": Gather(),
     "Softmax": Softmax(),
     "LogSoftmax": Softmax(),
     **{op: Recurrent() for op in ("LSTM", "GRU", "RNN")},

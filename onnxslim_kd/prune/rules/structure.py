@@ -44,11 +44,17 @@ class Concat(Rule):
             return
         channel = axis if len(axes) > 1 else tracked[0].axis
         parts = []
-        for name in node.input:
+        for position, name in enumerate(node.input):
             lay = an.layout(name)
             if lay is not None and lay.axis != channel:
                 an.block(lay, f"Concat '{label(node, index)}' joins it on another axis")
                 lay = None
+            if (
+                lay is None
+                and axis != channel
+                and _sliced_constant(an, index, position, tracked[0])
+            ):
+                continue
             if lay is None:
                 size = (an.shape(name) or [0] * rank)[channel]
                 lay = an.fixed(size, channel, rank, f"Concat '{label(node, index)}' input '{name}'")
@@ -60,6 +66,31 @@ class Concat(Rule):
         for other in parts[1:]:
             an.couple(parts[0], other, f"Concat '{label(node, index)}' joins unaligned channels")
         an.set_layout(node.output[0], parts[0])
+
+
+def _sliced_constant(an: Analysis, index: int, position: int, layout: Layout) -> bool:
+    """Slice input `position` of node `index` with `layout` when it is a constant, or a
+    constant broadcast by an Expand whose target leaves the channel axis at 1 (a ViT's
+    class token, torch.cat([cls.expand(n, -1, -1), x], 1)); False when it is neither."""
+    node = an.graph.node[index]
+    name = node.input[position]
+    writer = an.writers.get(name)
+    if writer is not None and writer.op_type == "Expand" and an.const(writer.input[0]) is not None:
+        target = an.const(writer.input[1])
+        target = an.measured(writer.input[1]) if target is None else target
+        axis = layout.axis - (layout.rank - len(target)) if target is not None else -1
+        if axis < 0 or target[axis] != 1:
+            return False
+        index, position = _node_index(an, writer.output[0]), 0
+        name = writer.input[0]
+    value = an.const(name)
+    if value is None:
+        return False
+    axis = layout.axis - (layout.rank - value.ndim)
+    if axis < 0 or value.shape[axis] != layout.size:
+        return False
+    an.slice_param(index, position, axis, layout.with_axis(axis, value.ndim))
+    return True
 
 
 def _split_sizes(an: Analysis, node: onnx.NodeProto, size: int) -> list[int] | None:
@@ -202,7 +233,8 @@ class Flatten(Rule):
 
 class Reshape(Rule):
     """Three exact cases: merging the channel axis with the trailing axes (a flatten, or
-    heads back into channels), adding/removing size-1 axes after it, and splitting a space
+    heads back into channels), regrouping the axes after it (x.flatten(2) of a patch
+    embedding, size-1 axes added or removed), and splitting a space
     of whole heads into [heads, head size] (see `rules.attention`). The target's channel
     entry is rewritten, in the shape constant or in the constant piece of a target that a
     Concat builds at run time (x.view(b, t, heads, -1))."""
@@ -222,8 +254,8 @@ class Reshape(Rule):
         trailing = math.prod(before[a + 1 :])
         if len(after) == a + 1:
             layout = source.repeated(trailing).with_axis(a, a + 1)
-        elif after[a] == before[a] and math.prod(after[a + 1 :]) == trailing == 1:
-            layout = source.with_axis(a, len(after))
+        elif after[a] == before[a] and math.prod(after[a + 1 :]) == trailing:
+            layout = source.with_axis(a, len(after))  # the axes after the channels regroup
         elif (layout := _heads(source, before, after)) is None:
             an.block(source, f"{where} splits the channel axis")
             return
@@ -297,7 +329,10 @@ def _channel_entry(
             return None
         if offset <= position < offset + shape[0]:
             value = an.const(piece)
-            if value is None and shape == [1]:
+            own = _own_size(an, piece, node.input[0]) if value is None else None
+            if own is not None and own[position - offset] == position:
+                value = np.full(shape[0], -1, np.int64)  # the pruned size, read at run time
+            elif value is None and shape == [1]:
                 value = np.array([after[position]], np.int64)
             elif value is None:
                 return None
@@ -312,17 +347,54 @@ def _node_index(an: Analysis, output: str) -> int:
 
 class Shape(Rule):
     """Shape reads sizes, not values: harmless while only other axes' sizes are used
-    (x.size(0) in x.view(x.size(0), -1), x.size()[:-1] in Hugging Face's head split);
-    reading the channel count blocks, since pruning changes it."""
+    (x.size(0) in x.view(x.size(0), -1), x.size()[:-1] in Hugging Face's head split), or
+    while the channel count only goes back into a Reshape of the same tensor
+    (x.flatten(2) gives Reshape(x, Concat(Shape(x)[:2], [-1])): it follows the pruning).
+    Reading the channel count for anything else blocks, since pruning changes it."""
 
     def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
         source = an.layout(node.input[0])
         exposed = list(range(source.rank))[attribute(node, "start", 0) : attribute(node, "end")]
         readers = an.readers[node.output[0]]
-        read = [_axes_read(an, reader, exposed) for reader in readers]
-        if readers and all(axes is not None and source.axis not in axes for axes in read):
+        harmless = [
+            (axes := _axes_read(an, reader, exposed)) is not None
+            and (source.axis not in axes or _only_reshapes(an, reader, node.input[0]))
+            for reader in readers
+        ]
+        if readers and all(harmless):
             return
         an.block(source, f"Shape '{label(node, index)}' passes on the channel count")
+
+
+def _only_reshapes(an: Analysis, reader: onnx.NodeProto, tensor: str) -> bool:
+    """The sizes `reader` takes reach only targets of Reshapes of `tensor` (through an
+    Unsqueeze and the target's Concat); whether they land where they were read is the
+    Reshape's check (`_own_size`)."""
+    pieces = [reader.output[0]]
+    if [r.op_type for r in an.readers[pieces[0]]] == ["Unsqueeze"]:
+        pieces = [an.readers[pieces[0]][0].output[0]]
+    concats = an.readers[pieces[0]]
+    return bool(concats) and all(
+        concat.op_type == "Concat"
+        and all(
+            r.op_type == "Reshape" and r.input[0] == tensor for r in an.readers[concat.output[0]]
+        )
+        for concat in concats
+    )
+
+
+def _own_size(an: Analysis, piece: str, tensor: str) -> list[int] | None:
+    """The axes of `tensor` whose sizes target piece `piece` holds, when it is read off
+    `tensor`'s Shape by a Slice or Gather (then maybe an Unsqueeze); else None."""
+    writer = an.writers.get(piece)
+    if writer is not None and writer.op_type == "Unsqueeze":
+        writer = an.writers.get(writer.input[0])
+    shape = an.writers.get(writer.input[0]) if writer is not None else None
+    if shape is None or shape.op_type != "Shape" or shape.input[0] != tensor:
+        return None
+    rank = an.rank(tensor)
+    exposed = list(range(rank))[attribute(shape, "start", 0) : attribute(shape, "end")]
+    return _axes_read(an, writer, exposed)
 
 
 def _axes_read(an: Analysis, reader: onnx.NodeProto, exposed: list[int]) -> list[int] | None:
@@ -339,6 +411,25 @@ def _axes_read(an: Analysis, reader: onnx.NodeProto, exposed: list[int]) -> list
         ):
             return exposed[int(bounds[0][0]) : int(bounds[1][0])]
     return None
+
+
+class Gather(Rule):
+    """Gather along another axis than the channels' (a ViT's class token, x[:, 0]) picks
+    positions, not channels: the channel axis moves by the indices' rank minus one."""
+
+    def propagate(self, an: Analysis, node: onnx.NodeProto, index: int) -> None:
+        source = an.layout(node.input[0])
+        if source is None or an.layout(node.input[1]) is not None:
+            block_inputs(an, node, f"Gather '{label(node, index)}' indexes by a tracked tensor")
+            return
+        axis = attribute(node, "axis", 0) % source.rank
+        indices = an.shape(node.input[1])
+        if axis == source.axis or indices is None:
+            an.block(source, f"Gather '{label(node, index)}' picks channels")
+            return
+        shift = len(indices) - 1 if source.axis > axis else 0
+        rank = source.rank + len(indices) - 1
+        an.set_layout(node.output[0], source.with_axis(source.axis + shift, rank))
 
 
 class Squeeze(Rule):
