@@ -47,6 +47,12 @@ def textline() -> Path:
     return ROOT / "samples/textline"
 
 
+@pytest.fixture(scope="session")
+def vit_digits() -> Path:
+    """samples/vit_digits: a trained vision transformer on the digits splits."""
+    return ROOT / "samples/vit_digits"
+
+
 def _zoo_module():
     """samples/zoo/export.py, loaded by path (it is a script, not a package)."""
     spec = importlib.util.spec_from_file_location("zoo_export", ROOT / "samples/zoo/export.py")

@@ -10,6 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 import onnxslim_kd as sk
+from onnxslim_kd.data import random_data
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.prune.prune import PruneOptions, prune
 from tests.prune_graphs import Graph, prune_lossless, weights
@@ -188,3 +189,41 @@ def test_mean_compensation_with_data_brings_outputs_closer(digits):
     sqnr_plain = sk.compare_models(model, plain, test)["logits"].sqnr_db
     sqnr_compensated = sk.compare_models(model, compensated, test)["logits"].sqnr_db
     assert sqnr_compensated > sqnr_plain + 1.0
+
+
+def _mlp_with_dead_units(dead: list[int]):
+    """[2, 5, 8] -> MatMul(8 -> 16) -> Add -> Relu -> MatMul(16 -> 8) -> Add, as torch
+    exports Linear; the `dead` hidden units have zero weights and a positive bias, so they
+    output that bias whatever the input."""
+    g = Graph(shape=(2, 5, 8))
+    w1 = g.rng.standard_normal((8, 16)).astype(np.float32)
+    b1 = g.rng.standard_normal(16).astype(np.float32)
+    w1[:, dead], b1[dead] = 0.0, 0.5
+    hidden = g.op("Relu", [g.op("Add", [g.const(b1), g.op("MatMul", ["input", g.const(w1)])])])
+    return g.model(g.op("Add", [g.op("MatMul", [hidden, g.weight(16, 8)]), g.weight(8)]))
+
+
+def test_constant_units_fold_exactly_into_the_bias_add_after_a_matmul():
+    model = _mlp_with_dead_units(dead=[1, 6, 9, 14])
+    pruned, summary = prune(model, PruneOptions(ratio=0.25, round_to=1))
+    assert [(g.size, g.kept) for g in summary.groups if g.status == "pruned"] == [(16, 12)]
+    assert summary.plan["groups"]["matmul1"]["keep"] == [0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 15]
+    assert any("'matmul2': folded 4 constant inputs into its bias" in w for w in summary.warnings)
+    data = random_data(model, {"input": [2, 5, 8]}, seed=3)
+    assert sk.compare_models(model, pruned, data)["add2_out0"].max_abs_diff < 1e-5
+    unfolded, _ = prune(model, PruneOptions(ratio=0.25, round_to=1, compensate=False))
+    assert sk.compare_models(model, unfolded, data)["add2_out0"].max_abs_diff > 0.1
+
+
+def test_mean_compensation_that_measures_worse_is_not_applied(vit_digits):
+    """On the ViT sample, mean replacement of half the heads and MLP units moves the logits
+    further from the original than dropping them: the pruned model is the plain one."""
+    model = sk.load(vit_digits / "model.onnx")
+    calib = sk.load_data(vit_digits.parent / "digits/calib.npz", model)
+    plain, _ = prune(model, PruneOptions(ratio=0.5, compensate=False), calib)
+    chosen, summary = prune(model, PruneOptions(ratio=0.5), calib)
+    (note,) = [w for w in summary.warnings if "compensat" in w]
+    assert note.startswith("mean compensation not applied: it measured further from the ")
+    assert {t.name for t in chosen.graph.initializer} == {t.name for t in plain.graph.initializer}
+    test = sk.load_data(vit_digits.parent / "digits/test.npz", model).subset(64)
+    assert sk.compare_models(plain, chosen, test)["logits"].max_abs_diff == 0

@@ -23,7 +23,7 @@ def session_options(
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = optimization
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failed run raises with the message; no stderr copy
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

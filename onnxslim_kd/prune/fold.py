@@ -114,8 +114,9 @@ def _padded(node: onnx.NodeProto, an: Analysis) -> bool:
     return any(k > 1 for k in kernel) and (any(pads) or auto_pad not in (b"NOTSET", b"VALID"))
 
 
-#: Consumers with a bias that removed inputs' mean contributions can be folded into.
-_FOLDABLE = ("Conv", "Gemm", "LSTM", "GRU", "RNN")
+#: Consumers with a bias that removed inputs' mean contributions can be folded into
+#: (a MatMul's is the constant of the Add that reads it alone, as exporters write Linear).
+_FOLDABLE = ("Conv", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
 
 
 def _fold(an: Analysis, index: int, positions: np.ndarray, values: np.ndarray) -> bool:
@@ -124,6 +125,8 @@ def _fold(an: Analysis, index: int, positions: np.ndarray, values: np.ndarray) -
     weight = an.const(node.input[1]).astype(np.float64)
     if node.op_type in ("LSTM", "GRU", "RNN"):
         return _fold_recurrent(an, index, np.einsum("dgi,i->dg", weight[:, :, positions], values))
+    if node.op_type == "MatMul":
+        return weight.ndim == 2 and _add_to_following_bias(an, node, values @ weight[positions])
     if node.op_type == "Conv":
         taps = weight[:, positions].reshape(len(weight), len(positions), -1)
         delta = np.einsum("ocx,c->o", taps, values)
@@ -157,6 +160,22 @@ def _use_private_input(an, node: onnx.NodeProto, position: int, value, suffix: s
     while len(node.input) <= position:
         node.input.append("")
     node.input[position] = private
+
+
+def _add_to_following_bias(an: Analysis, node: onnx.NodeProto, delta: np.ndarray) -> bool:
+    """MatMul -> Add(bias): the bias takes `delta` when the Add is the product's only reader
+    and its other input is a constant over the last axis."""
+    readers = an.readers.get(node.output[0], [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return False
+    (add,) = readers
+    position = 1 - list(add.input).index(node.output[0])
+    bias = an.const(add.input[position])
+    if bias is None or bias.shape[-1:] != delta.shape or np.prod(bias.shape[:-1]) != 1:
+        return False
+    new = (bias.astype(np.float64) + delta).astype(np.float32)
+    _use_private_input(an, add, position, new, "folded_bias")
+    return True
 
 
 def _add_to_bias(an: Analysis, index: int, delta: np.ndarray) -> bool:

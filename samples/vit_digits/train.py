@@ -24,6 +24,7 @@ from torch import nn
 DIGITS_DIR = Path(__file__).resolve().parent.parent / "digits"
 IMAGE_SIZE = 32
 PATCH = 4
+TOKENS = (IMAGE_SIZE // PATCH) ** 2
 WIDTH = 64
 DEPTH = 4
 HEADS = 4
@@ -88,10 +89,9 @@ class DigitsViT(nn.Module):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        tokens = (IMAGE_SIZE // PATCH) ** 2
         self.patch_embed = nn.Conv2d(1, WIDTH, PATCH, stride=PATCH)
         self.class_token = nn.Parameter(torch.zeros(1, 1, WIDTH))
-        self.position = nn.Parameter(torch.zeros(1, tokens + 1, WIDTH))
+        self.position = nn.Parameter(torch.zeros(1, TOKENS + 1, WIDTH))
         nn.init.trunc_normal_(self.class_token, std=0.02)
         nn.init.trunc_normal_(self.position, std=0.02)
         self.blocks = nn.Sequential(*(Block(WIDTH, HEADS, MLP_WIDTH) for _ in range(DEPTH)))
@@ -198,10 +198,16 @@ def check_batch_sizes(path: Path, images: np.ndarray) -> None:
 
 
 def write_readme(
-    out_dir: Path, accuracy: float, test_count: int, params: int, epochs: int, seconds: float
+    out_dir: Path,
+    accuracy: float,
+    test_count: int,
+    params: int,
+    args: argparse.Namespace,
+    seconds: float,
 ) -> None:
     """Describe the sample with the measured onnxruntime accuracy, size and training time."""
     size = (out_dir / "model.onnx").stat().st_size / 1024
+    epochs, seed = args.epochs, args.seed
     text = f"""# vit_digits sample
 
 A small vision transformer ({params:,} parameters) trained on the `samples/digits` splits
@@ -214,18 +220,16 @@ How it is made (`train.py`):
 - data: `samples/digits/train.npz` to train, `test.npz` to measure (`calib.npz` is the
   calibration set); read from `../digits`, not copied; input NCHW `[N, 1, 32, 32]`
   float32 in [-1, 1];
-- patch embedding Conv2d(1 -> {WIDTH}, kernel {PATCH}, stride {PATCH}) gives
-  {(IMAGE_SIZE // PATCH) ** 2} tokens, a learned class token is prepended and a learned
-  position embedding added;
-- {DEPTH} pre-norm blocks: LayerNorm, {HEADS}-head self-attention (width {WIDTH}, heads of
+- patch embedding Conv2d(1 -> {WIDTH}, kernel {PATCH}, stride {PATCH}): {TOKENS} tokens;
+  a learned class token prepended, a learned position embedding added;
+- {DEPTH} pre-norm blocks, each: LayerNorm, {HEADS}-head self-attention (heads of
   {WIDTH // HEADS}; separate Q/K/V Linear projections, view/transpose to heads,
-  softmax(QK^T / sqrt(d)) V, output Linear), residual add; LayerNorm, MLP
-  Linear({WIDTH} -> {MLP_WIDTH}), GELU (exact, erf), Linear({MLP_WIDTH} -> {WIDTH}),
-  residual add;
+  softmax(QK^T / sqrt(d)) V, output Linear), residual add; LayerNorm,
+  Linear({WIDTH} -> {MLP_WIDTH}), GELU (exact, erf), Linear({MLP_WIDTH} -> {WIDTH}), residual add;
 - final LayerNorm, class token, Linear({WIDTH} -> 10);
-- {epochs} epochs of AdamW (peak LR {LEARNING_RATE}, weight decay {WEIGHT_DECAY}, batch
-  {BATCH_SIZE}, {WARMUP_EPOCHS} epochs linear warmup then cosine decay), cross-entropy with
-  label smoothing {LABEL_SMOOTHING}, random shifts of up to {MAX_SHIFT} px; seeded and
+- {epochs} epochs of AdamW (batch {BATCH_SIZE}, peak LR {LEARNING_RATE}, weight decay
+  {WEIGHT_DECAY}, {WARMUP_EPOCHS} epochs linear warmup then cosine decay), cross-entropy
+  with label smoothing {LABEL_SMOOTHING}, random shifts of up to {MAX_SHIFT} px; seed {seed},
   deterministic on CPU;
 - exported with the legacy exporter (opset 17, dynamic batch), input `input`, output
   `logits`, metadata `class_names` and `source`.
@@ -241,7 +245,7 @@ Reproduce (CPU, took {seconds / 60:.1f} minutes on 2 cores; repeated runs give a
 byte-identical `model.onnx`):
 
 ```
-python samples/vit_digits/train.py --out-dir samples/vit_digits --epochs {epochs}
+python samples/vit_digits/train.py --out-dir samples/vit_digits --epochs {epochs} --seed {seed}
 ```
 """
     (out_dir / "README.md").write_text(text)
@@ -277,7 +281,7 @@ def main() -> None:
     torch_acc = torch_accuracy(model, images, labels)
     ort_acc = float((onnx_logits(model_path, images).argmax(1) == labels).mean())
     total_seconds = time.perf_counter() - started
-    write_readme(args.out_dir, ort_acc, len(labels), params, args.epochs, total_seconds)
+    write_readme(args.out_dir, ort_acc, len(labels), params, args, total_seconds)
 
     print(f"params {params:,}")
     print(f"test accuracy torch {torch_acc:.4f} onnxruntime {ort_acc:.4f}")

@@ -45,6 +45,8 @@ def torch_dtype(onnx_type: int) -> torch.dtype:
 def to_tensor(array: np.ndarray) -> Tensor:
     """A numpy array as a tensor of the same element type (no copy where numpy allows)."""
     array = np.ascontiguousarray(array).reshape(array.shape)  # 0-d stays 0-d
+    if not array.flags.writeable:  # a read-only buffer (an initializer's bytes): torch writes
+        array = array.copy()
     bridged = _BRIDGED.get(array.dtype.name)
     if bridged is not None:
         numpy_bits, torch_bits = _BITS[array.dtype.itemsize]
