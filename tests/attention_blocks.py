@@ -1,5 +1,6 @@
-"""Attention blocks exported from torch the ways real models come: timm-style view/transpose,
-Hugging Face-style size()[:-1] + (heads, size) views, F.scaled_dot_product_attention; by
+"""Attention blocks exported from torch the ways real models come: view/transpose, timm's
+`B, N, C = x.shape` sizes (head size C // heads, merged back to C), Hugging Face-style
+size()[:-1] + (heads, size) views, F.scaled_dot_product_attention; by
 the legacy (TorchScript) and the dynamo exporter, with dynamic batch and sequence."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STYLES = ("view", "hf", "sdpa", "fused")
+STYLES = ("view", "hf", "sdpa", "fused", "timm")
 
 
 class Attention(nn.Module):
@@ -24,16 +25,18 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)  # timm's fused projection, used by "fused"
         self.out = nn.Linear(width, width)
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
+    def _split(self, t: torch.Tensor, width: int) -> torch.Tensor:
         if self.style == "hf":
             shape = t.size()[:-1] + (self.heads, self.size)  # noqa: RUF005 - as HF writes it
             return t.view(shape).permute(0, 2, 1, 3)
         n, steps, _ = t.shape
-        return t.view(n, steps, self.heads, -1).transpose(1, 2)
+        size = width // self.heads if self.style == "timm" else -1
+        return t.view(n, steps, self.heads, size).transpose(1, 2)
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.style != "fused":
-            return tuple(self._split(p(x)) for p in (self.query, self.key, self.value))
+            width = x.shape[2]  # the residual's width, as timm reads C
+            return tuple(self._split(p(x), width) for p in (self.query, self.key, self.value))
         n, steps, _ = x.shape
         qkv = self.qkv(x).reshape(n, steps, 3, self.heads, self.size).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)
@@ -48,6 +51,8 @@ class Attention(nn.Module):
         context = context.transpose(1, 2)
         if self.style == "hf":
             merged = context.reshape(context.size()[:-2] + (self.heads * self.size,))  # noqa: RUF005
+        elif self.style == "timm":
+            merged = context.reshape(x.shape)
         else:
             merged = context.flatten(2)
         return x + self.out(merged)
@@ -95,14 +100,17 @@ class TinyViT(nn.Module):
     written out, GELU MLP), a final LayerNorm and x[:, 0]; `norms=False` leaves the
     LayerNorms out (for exact parity of everything else)."""
 
-    def __init__(self, width: int = 16, heads: int = 4, depth: int = 2, norms: bool = True):
+    def __init__(
+        self, width: int = 16, heads: int = 4, depth: int = 2, norms: bool = True,
+        style: str = "view",
+    ) -> None:  # fmt: skip
         super().__init__()
         self.embed = nn.Conv2d(1, width, 4, 4)
         self.token = nn.Parameter(torch.randn(1, 1, width))
         self.position = nn.Parameter(torch.randn(1, 17, width))
         norm = nn.LayerNorm if norms else lambda _: nn.Identity()
         self.norms = nn.ModuleList(norm(width) for _ in range(2 * depth + 1))
-        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, heads, style) for _ in range(depth))
         self.head = nn.Linear(width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,12 +17,12 @@ from tests.prune_graphs import Graph, prune_lossless
 SHAPES = {"input": [2, 1, 16, 16]}
 
 
-def _vit(norms: bool, dynamo: bool):
+def _vit(norms: bool, dynamo: bool, style: str = "view"):
     torch = pytest.importorskip("torch")
     from tests.attention_blocks import TinyViT, export_image
 
     torch.manual_seed(0)
-    return export_image(TinyViT(norms=norms), dynamo=dynamo)
+    return export_image(TinyViT(norms=norms, style=style), dynamo=dynamo)
 
 
 def _statuses(summary) -> dict[str, tuple[str, int, int, bool]]:
@@ -43,6 +43,22 @@ def test_the_residual_width_prunes_exactly_through_embeddings_token_and_adds(dyn
     feeds = random_data(pruned, {"input": [5, 1, 16, 16]}).inputs
     (logits,) = make_session(pruned).run(None, feeds)
     assert logits.shape == (5, 10)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_the_residual_width_read_off_the_input_to_size_heads_is_frozen(dynamo):
+    """timm's `B, N, C = x.shape`: C sizes the head split (C // heads) and the merge back;
+    pruning the residual keeps those sizes (they are the projections'), exactly."""
+    model = _vit(norms=False, dynamo=dynamo, style="timm")
+    assert "Shape" in {n.op_type for n in model.graph.node}
+    pruned, summary = prune_lossless(model, shapes=SHAPES)
+    embed = next(g for g in summary.groups if g.size == 16)
+    assert (embed.status, embed.kept) == ("pruned", 8)
+    heads = [g for g in summary.groups if g.unit == 4]
+    assert len(heads) == 2 and all(g.status == "pruned" for g in heads)
+    feeds = random_data(pruned, {"input": [3, 1, 16, 16]}).inputs
+    (logits,) = make_session(pruned).run(None, feeds)
+    assert logits.shape == (3, 10)
 
 
 @pytest.mark.parametrize("dynamo", [False, True])

@@ -309,8 +309,22 @@ def test_a_reshape_by_its_own_channel_count_is_pruned_through():
     assert weights(pruned)["gemm1:1"] == (3, 4)
 
 
-def test_a_shape_whose_channel_count_is_read_blocks_the_channels():
-    _, summary = prune_lossless(_view_by_batch(channel_index=1, reshaped="relu"))
+def test_a_channel_count_read_off_x_sizes_the_reshape_of_its_twin():
+    """relu(x).view(b, x.size(1), -1): the count is frozen, then the Reshape's own channel
+    entry is rewritten to the kept count."""
+    pruned, summary = prune_lossless(_view_by_batch(channel_index=1, reshaped="relu"))
+    assert {g.id: g.status for g in summary.groups}["conv1"] == "pruned"
+    assert weights(pruned)["gemm1:1"] == (3, 4)
+
+
+def test_a_channel_count_used_as_a_value_blocks_the_channels():
+    """sum(x) / x.size(1): the count is computed with, not a size; pruning would change it."""
+    g = Graph(shape=(2, 4, 4, 4))
+    x = g.op("Relu", [g.conv("input", 4, 8)])
+    count = g.op("Gather", [g.op("Shape", [x]), g.const(np.array(1, np.int64))], axis=0)
+    total = g.op("ReduceSum", [x, g.const(np.array([1], np.int64))], keepdims=0)
+    model = g.model(g.op("Div", [total, g.op("Cast", [count], to=1)]))
+    _, summary = prune(model, PruneOptions(ratio=0.5))
     conv = next(g for g in summary.groups if g.id == "conv1")
     assert conv.status == "skipped" and "passes on the channel count" in conv.reasons[0]
 

@@ -54,7 +54,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-stem", action="store_true", help="also prune the stem conv")
     parser.add_argument("--prune-norms", action="store_true",
                         help="also prune channels a LayerNorm normalises over (a transformer's "
-                             "residual width): not exact, distill after")  # fmt: skip
+                             "residual width, its patch-embedding conv included): not exact, "
+                             "distill after")  # fmt: skip
     parser.add_argument("--downsample", type=POSITIVE, default=1, metavar="F",
                         help="run layers after the stem conv at 1/F resolution (raises its "
                         "stride; needs distill; resolution-free outputs only)")  # fmt: skip

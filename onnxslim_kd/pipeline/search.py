@@ -87,7 +87,8 @@ def default_recipe(
     resolution with half the channels: 99.26% staged (30 + 30 epochs), 98.52% in one step
     with 30 epochs, 99.26% in one step with 60 (teacher 99.44%): the stage costs nothing
     in accuracy and is cheaper across a search. Without torch there is no fine-tune to
-    recover what pruning costs, so nothing is pruned.
+    recover what pruning costs, so nothing is pruned. The channels LayerNorms normalise
+    (a transformer's residual width) are pruned too, since distillation follows.
     """
     if not _can_distill():
         return [DECOMPOSE, {"name": "quantize"}]
@@ -99,7 +100,9 @@ def default_recipe(
         recipe += [{"name": "prune", "ratio": 0.0, "downsample": downsample}, dict(distill)]
         channels *= downsample**2
     if channels < 1:
-        recipe.append({"name": "prune", "target_macs": channels, "global_ranking": True})
+        recipe.append(
+            {"name": "prune", "target_macs": channels, "global_ranking": True, "prune_norms": True}
+        )  # fmt: skip - distill follows
     recipe.append(DECOMPOSE)
     if channels < 1:
         recipe.append(distill)

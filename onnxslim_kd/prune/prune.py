@@ -212,8 +212,18 @@ def _apply_exclusions(an: Analysis, options: PruneOptions) -> list[str]:
     if options.keep_stem:
         for index, node in enumerate(an.graph.node):
             if node.op_type == "Conv" and node.input[0] in graph_inputs:
+                if options.prune_norms and _normalised(an, node.output[0]):
+                    continue  # a patch embedding: its channels are the residual width
                 _block_node(an, index, "stem conv kept (keep_stem)")
     return warnings
+
+
+def _normalised(an: Analysis, name: str) -> bool:
+    """Whether a LayerNorm normalises over the channels of tensor `name`."""
+    layout = an.layout(name)
+    return layout is not None and any(
+        an.spaces[an.spaces.find(seg.space)].lossy for seg in layout.segments
+    )
 
 
 def _lossy_spaces(an: Analysis, allowed: bool) -> list[str]:

@@ -20,6 +20,7 @@ from onnxslim_kd.prune.rules.base import (
     label,
     without_axes,
 )
+from onnxslim_kd.prune.rules.sizes import freeze, sized_reshapes
 
 
 class Concat(Rule):
@@ -356,13 +357,24 @@ class Shape(Rule):
         source = an.layout(node.input[0])
         exposed = list(range(source.rank))[attribute(node, "start", 0) : attribute(node, "end")]
         readers = an.readers[node.output[0]]
-        harmless = [
-            (axes := _axes_read(an, reader, exposed)) is not None
-            and (source.axis not in axes or _only_reshapes(an, reader, node.input[0]))
-            for reader in readers
-        ]
-        if readers and all(harmless):
-            return
+        frozen = []
+        for reader in readers:
+            axes = _axes_read(an, reader, exposed)
+            if axes is None:
+                break
+            if source.axis not in axes or _only_reshapes(an, reader, node.input[0]):
+                continue
+            if axes != [source.axis] or reader.op_type != "Gather":
+                break
+            if sized_reshapes(an, reader) is None:
+                break
+            frozen.append(reader)
+        else:
+            if readers:
+                count = an.shape(node.input[0])[source.axis]
+                for reader in frozen:
+                    freeze(an, reader, count)
+                return
         an.block(source, f"Shape '{label(node, index)}' passes on the channel count")
 
 
