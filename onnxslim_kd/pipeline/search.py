@@ -88,7 +88,8 @@ def default_recipe(
     with 30 epochs, 99.26% in one step with 60 (teacher 99.44%): the stage costs nothing
     in accuracy and is cheaper across a search. Without torch there is no fine-tune to
     recover what pruning costs, so nothing is pruned. The channels LayerNorms normalise
-    (a transformer's residual width) are pruned too, since distillation follows.
+    (a transformer's residual width) are kept: on the ViT sample at 0.20 of the MACs, 30
+    KD epochs recovered to +0.19 points with them kept and -1.30 with them pruned.
     """
     if not _can_distill():
         return [DECOMPOSE, {"name": "quantize"}]
