@@ -19,6 +19,7 @@ from onnxslim_kd.distill.api import distill  # noqa: E402
 from onnxslim_kd.distill.executor import GraphModule  # noqa: E402
 from onnxslim_kd.distill.features import plan_features  # noqa: E402
 from onnxslim_kd.distill.losses import (  # noqa: E402
+    AttentionMaps,
     CrossLayerFlow,
     FlowOfSolution,
     MutualKL,
@@ -27,6 +28,7 @@ from onnxslim_kd.distill.losses import (  # noqa: E402
     sections,
 )
 from onnxslim_kd.distill.options import DistillOptions  # noqa: E402
+from onnxslim_kd.prune.prune import PruneOptions, prune  # noqa: E402
 from tests.test_distill import damaged  # noqa: E402
 
 
@@ -113,7 +115,7 @@ def test_new_loss_names_have_weights_and_reach_the_cli_help(cli):
     assert weights == pytest.approx({"kd": 0.9, "ce": 0.1, "fsp": 50.0})
     assert DistillOptions(loss="dml").loss_weights(labelled=False) == {"kd": 1.0, "dml": 1.0}
     help_text = cli("distill", "--help").stdout
-    assert all(name in help_text for name in ("dml", "fsp", "fspx"))
+    assert all(name in help_text for name in ("dml", "fsp", "fspx", "attn"))
 
 
 @pytest.mark.parametrize("loss", ["dml", "fsp", "fspx"])
@@ -136,3 +138,50 @@ def test_each_new_loss_repairs_a_damaged_digits_student(digits, loss):
     assert [t.name for t in trained.graph.initializer] == [
         t.name for t in student.graph.initializer
     ]
+
+
+def test_attention_maps_compare_head_averaged_rows_by_kl():
+    """Teacher: 2 heads whose rows average to [0.5, 0.5] and [0.9, 0.1]; student: one head
+    with [0.75, 0.25] on both rows (head counts differ, as after head pruning)."""
+    teacher = torch.tensor([[[[0.2, 0.8], [0.9, 0.1]], [[0.8, 0.2], [0.9, 0.1]]]])
+    student = torch.tensor([[[[0.75, 0.25], [0.75, 0.25]]]])
+
+    def kl(p, q):
+        return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+    by_hand = (kl([0.5, 0.5], [0.75, 0.25]) + kl([0.9, 0.1], [0.75, 0.25])) / 2
+    signals = Signals(torch.zeros(1, 2), torch.ones(1, 2) / 2, 1.0,
+                      student_attention=[student], teacher_attention=[teacher])  # fmt: skip
+    assert float(AttentionMaps()(signals)) == pytest.approx(by_hand, rel=1e-5)
+    same = Signals(torch.zeros(1, 2), torch.ones(1, 2) / 2, 1.0,
+                   student_attention=[teacher], teacher_attention=[teacher])  # fmt: skip
+    assert float(AttentionMaps()(same)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_plan_pairs_every_attention_softmax_of_the_vit_sample(vit_digits, tmp_path):
+    teacher = load(vit_digits / "model.onnx")
+    student, _ = prune(teacher, PruneOptions(ratio=0.5))
+    feeds = {"input": torch.from_numpy(random_data(teacher, batch=2).inputs["input"])}
+    plan = plan_features(GraphModule(student), GraphModule(teacher), feeds, [])
+    softmaxes = [n.output[0] for n in teacher.graph.node if n.op_type == "Softmax"]
+    assert plan.attention == [(name, name) for name in softmaxes] and len(softmaxes) == 4
+
+
+def test_attn_distills_a_head_pruned_vit_and_says_so(vit_digits):
+    torch.set_num_threads(2)
+    teacher = load(vit_digits / "model.onnx")
+    student, _ = prune(teacher, PruneOptions(ratio=0.5))
+    train = load_data(vit_digits.parent / "digits/train.npz", teacher, samples=256)
+    options = DistillOptions(epochs=2, batch=32, loss="attn", augment_shift=0)
+    _, summary = distill(student, [teacher], train, options=options)
+    assert summary["loss_weights"] == pytest.approx({"kd": 0.9, "ce": 0.1, "attn": 1.0})
+    assert summary["val_after"] >= summary["val_before"]
+
+
+def test_attn_without_attention_in_the_graph_is_refused(digits):
+    from onnxslim_kd.errors import InputError
+
+    teacher = load(digits / "model.onnx")
+    train = load_data(digits / "train.npz", teacher, samples=64)
+    with pytest.raises(InputError, match="the attn loss needs attention probabilities"):
+        distill(teacher, [teacher], train, options=DistillOptions(epochs=1, loss="attn"))

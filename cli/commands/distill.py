@@ -31,7 +31,8 @@ of one process) with gradients averaged over gloo (CPU) or nccl (cuda); only ran
 and writes the model, the JSON and the checkpoint.
 
 losses: kd (default; plus hard-label CE weighted 1-alpha when the data has labels), ce,
-hint, at, rkd, sp (each added to kd), or explicit weights NAME:W,NAME:W.
+hint, at, rkd, sp, attn (attention probabilities of a transformer's Softmaxes, MiniLM;
+each added to kd), or explicit weights NAME:W,NAME:W.
 needs torch: pip install 'onnxslim-kd[distill]'
 """
 

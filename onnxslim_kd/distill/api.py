@@ -178,7 +178,7 @@ def _plan(module, ensemble, train, weights, options) -> FeaturePlan:
     """Match feature tensors when a feature loss is used; otherwise none are needed."""
     outputs = (module.output_names[0], ensemble.models[0].graph.output[0].name)
     needs = {TERMS[name].needs for name in weights}
-    if not needs & {"maps", "embedding"}:
+    if not needs & {"maps", "embedding", "attention"}:
         return FeaturePlan([], [], outputs)
     ensemble.torch_teacher.to(options.device)
     feeds = train.batch(torch.arange(min(2, len(train))))
@@ -188,5 +188,10 @@ def _plan(module, ensemble, train, weights, options) -> FeaturePlan:
         raise InputError(
             "distill: teacher and student share no feature-map names to match; "
             "name pairs with --pair STUDENT_TENSOR=TEACHER_TENSOR"
+        )
+    if not plan.attention and "attention" in needs:
+        raise InputError(
+            "distill: the attn loss needs attention probabilities (Softmax over [.., T, T]) "
+            "that teacher and student both compute; none found"
         )
     return plan

@@ -4,12 +4,14 @@ Pruning keeps tensor names, so maps are matched by name: for each spatial size, 
 4-D tensor both graphs compute at that size (a stage's output), and for relational losses the
 last 2-D tensor before the output (the penultimate embedding; the logits when there is none).
 With `sections` (the FSP loss relates a section's input to its output) each size's first
-such tensor joins too, just before its last. Explicit pairs override maps.
+such tensor joins too, just before its last. Explicit pairs override maps. For the
+attention-map loss: every Softmax output over [.., T, T] both graphs compute (a
+transformer's attention probabilities, whatever the heads pruning left).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -25,9 +27,14 @@ class FeaturePlan:
     maps: list[tuple[str, str]]
     channels: list[tuple[int, int]]
     embedding: tuple[str, str]
+    attention: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"maps": [list(p) for p in self.maps], "embedding": list(self.embedding)}
+        return {
+            "maps": [list(p) for p in self.maps],
+            "embedding": list(self.embedding),
+            "attention": [list(p) for p in self.attention],
+        }
 
 
 def plan_features(
@@ -50,7 +57,20 @@ def plan_features(
         student.output_names[0],
         teacher.output_names[0],
     )
-    return FeaturePlan(maps, channels, embedding)
+    return FeaturePlan(maps, channels, embedding, _attention_maps(teacher, s_values, t_values))
+
+
+def _attention_maps(teacher, s_values, t_values) -> list[tuple[str, str]]:
+    """Softmax outputs [.., T, T] of 4 dimensions (batch, heads) that the student shares."""
+    names = [node.output[0] for node, _ in teacher.steps if node.op_type == "Softmax"]
+    return [
+        (name, name)
+        for name in names
+        if name in s_values
+        and t_values[name].dim() == s_values[name].dim() == 4
+        and t_values[name].shape[-1] == t_values[name].shape[-2]
+        and s_values[name].shape[-2:] == t_values[name].shape[-2:]
+    ]
 
 
 def _computed(module: GraphModule, values: dict[str, Tensor]) -> list[str]:

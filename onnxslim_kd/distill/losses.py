@@ -1,8 +1,8 @@
 """Distillation losses behind one base class, combined by weight into one objective.
 
 Each strategy reads what it needs from `Signals`: logits (ce, kd, dml), matched feature maps
-(hint, at, sp, fsp, fspx) or the penultimate embedding (rkd). Formulas follow the CRD
-benchmark code.
+(hint, at, sp, fsp, fspx), the penultimate embedding (rkd) or attention probabilities
+(attn). Formulas follow the CRD benchmark code; attn follows MiniLM.
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ class Signals:
     student_others: dict[str, Tensor] = field(default_factory=dict)  # every other output
     teacher_others: dict[str, Tensor] = field(default_factory=dict)  # (teachers averaged)
     probabilities: frozenset[str] = frozenset()  # the others that are Softmax outputs
+    student_attention: list[Tensor] = field(default_factory=list)  # [N, heads, T, T] each
+    teacher_attention: list[Tensor] = field(default_factory=list)
 
 
 class DistillLoss(nn.Module, ABC):
     """A loss term; `needs` says which intermediate tensors the training loop must capture."""
 
     name: ClassVar[str]
-    needs: ClassVar[str] = "logits"  # "logits", "maps" or "embedding"
+    needs: ClassVar[str] = "logits"  # "logits", "maps", "embedding" or "attention"
 
     @abstractmethod
     def forward(self, signals: Signals) -> Tensor:
@@ -161,6 +163,26 @@ class Attention(DistillLoss):
         return sum((_attention(s) - _attention(t)).pow(2).mean() for s, t in pairs)
 
 
+class AttentionMaps(DistillLoss):
+    """MiniLM's attention transfer: KL(teacher || student) between the attention
+    probabilities of each shared Softmax, row by row. Head pruning leaves the student fewer
+    heads than the teacher, so both are averaged over heads first (the mean of
+    distributions is one); averaged over rows, samples and layers."""
+
+    name = "attn"
+    needs = "attention"
+
+    def forward(self, signals: Signals) -> Tensor:
+        pairs = zip(signals.student_attention, signals.teacher_attention, strict=True)
+        terms = []
+        for student, teacher in pairs:
+            s, t = student.mean(dim=1).clamp_min(1e-8), teacher.mean(dim=1).clamp_min(1e-8)
+            terms.append((t * (t.log() - s.log())).sum(dim=-1).mean())
+        if not terms:
+            return signals.student_logits.sum() * 0.0
+        return torch.stack(terms).mean()
+
+
 def _similarity(features: Tensor) -> Tensor:
     flat = features.flatten(1)
     return F.normalize(flat @ flat.T)
@@ -262,6 +284,7 @@ TERMS: dict[str, type[DistillLoss]] = {
         MutualKL,
         Hint,
         Attention,
+        AttentionMaps,
         SimilarityPreserving,
         Relational,
         FlowOfSolution,

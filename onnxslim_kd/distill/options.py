@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from onnxslim_kd.errors import InputError
 
 #: The loss terms; every strategy but `ce` and `kd` adds to logit KD, as in the CRD tables.
-LOSS_NAMES = ("ce", "kd", "dml", "hint", "at", "rkd", "sp", "fsp", "fspx", "outputs")
+LOSS_NAMES = ("ce", "kd", "dml", "hint", "at", "rkd", "sp", "fsp", "fspx", "attn", "outputs")
 #: Weights of the terms added to KD when named alone: the CRD benchmark's betas (fsp and its
-#: cross-layer variant fspx: its FSP beta, 50); dml: 1, the mutual-learning paper's weight.
+#: cross-layer variant fspx: its FSP beta, 50); dml: 1, the mutual-learning paper's weight;
+#: attn: 1, MiniLM's (its attention KL is added to the other terms unweighted).
 FEATURE_WEIGHTS = {
-    "dml": 1.0, "hint": 100.0, "at": 1000.0, "rkd": 1.0, "sp": 3000.0, "fsp": 50.0, "fspx": 50.0
+    "dml": 1.0, "hint": 100.0, "at": 1000.0, "rkd": 1.0, "sp": 3000.0, "fsp": 50.0, "fspx": 50.0,
+    "attn": 1.0,
 }  # fmt: skip
 OPTIMIZERS = ("adamw", "sgd")
 

@@ -333,11 +333,13 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
         teacher_others = {name: fresh[name].to(teacher_logits.device) for name in teacher_others}
     maps = plan.maps if objective.needs("maps") else []
     embedding = [plan.embedding] if objective.needs("embedding") else []
-    s_values = student.run(feeds, [s for s, _ in maps + embedding])  # with every output
+    attention = plan.attention if objective.needs("attention") else []
+    captured = maps + embedding + attention
+    s_values = student.run(feeds, [s for s, _ in captured])  # with every output
     t_values = {}
-    if maps or embedding:
+    if captured:
         with torch.no_grad():
-            t_values = teachers.torch_teacher.run(feeds, [t for _, t in maps + embedding])
+            t_values = teachers.torch_teacher.run(feeds, [t for _, t in captured])
     return Signals(
         student_logits=train.canonical(s_values[student.output_names[0]]),
         teacher_probs=Ensemble.soft_targets(teacher_logits, options.temperature),
@@ -353,4 +355,6 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
         teacher_maps=[t_values[t] for _, t in maps],
         student_embedding=s_values[embedding[0][0]] if embedding else None,
         teacher_embedding=t_values[embedding[0][1]] if embedding else None,
+        student_attention=[s_values[s] for s, _ in attention],
+        teacher_attention=[t_values[t] for _, t in attention],
     )
