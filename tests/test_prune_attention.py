@@ -113,8 +113,9 @@ def _export(style: str, dynamo: bool) -> onnx.ModelProto:
 
 @pytest.mark.parametrize(
     "style, dynamo",
-    [("view", False), ("hf", False), ("sdpa", False), ("view", True), ("hf", True)],
-)
+    [("view", False), ("hf", False), ("sdpa", False), ("view", True), ("hf", True),
+     ("fused", False), ("fused", True), ("timm", False), ("timm", True)],
+)  # fmt: skip
 def test_exported_attention_prunes_heads_and_keeps_dynamic_batch_and_sequence(style, dynamo):
     model = _export(style, dynamo)
     pruned, summary = prune_lossless(model, shapes={"x": [2, 5, 16]})
@@ -184,23 +185,36 @@ def test_heads_multiplied_by_an_untracked_tensor_are_kept():
 
 
 @pytest.mark.parametrize("dynamo", [False, True])
-@pytest.mark.parametrize("encoder", ["fused", "nn.TransformerEncoder"])
-def test_fused_projections_are_left_whole_and_the_mlp_still_prunes(encoder, dynamo):
-    """timm's fused qkv reshaped to [B, N, 3, heads, D] and nn.MultiheadAttention (which
-    also merges heads into the batch axis) are not followed: valid, smaller, reported."""
+def test_multihead_attention_is_left_whole_and_the_mlp_still_prunes(dynamo):
+    """nn.MultiheadAttention unflattens its packed projection to [.., 3, C] and merges the
+    heads into the batch axis: not followed; valid, smaller, reported."""
     torch = pytest.importorskip("torch")
-    from tests.attention_blocks import Block, export
+    from tests.attention_blocks import export
 
     torch.manual_seed(0)
-    if encoder == "fused":
-        module, width = Block(16, 4, "fused"), 16
-    else:
-        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
-        module, width = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), 32
-    model = export(module, torch.randn(2, 5, width), dynamo=dynamo)
-    pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, width]})
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    module = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    model = export(module, torch.randn(2, 5, 32), dynamo=dynamo)
+    pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 32]})
     check(pruned)
     assert not any(g.id.endswith("heads") for g in summary.groups)
-    hidden = [g for g in summary.groups if g.size == 2 * width]
+    assert not any("written as three" in w for w in summary.warnings)
+    hidden = [g for g in summary.groups if g.size == 64]
     assert hidden and all(g.status == "pruned" for g in hidden)
     assert summary.params_after < summary.params_before
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_a_fused_qkv_projection_is_written_as_three_and_says_so(dynamo):
+    """timm's qkv(x).reshape(B, N, 3, heads, D).permute(2, 0, 3, 1, 4): three projections,
+    each a third of the weight and bias, named after the fused one."""
+    model = _export("fused", dynamo)
+    pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 16]})
+    (note,) = [w for w in summary.warnings if "written as three" in w]
+    fused = next(n for n in model.graph.node if n.op_type == "MatMul").name
+    assert note == f"fused Q/K/V projection '{fused}' written as three, to prune its heads"
+    matmuls = {n.name: n for n in pruned.graph.node if n.op_type == "MatMul"}
+    assert {f"{fused}.{p}" for p in "qkv"} <= set(matmuls)
+    assert fused not in matmuls
+    shapes = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    assert all(shapes[matmuls[f"{fused}.{p}"].input[1]] == (16, 8) for p in "qkv")

@@ -23,6 +23,7 @@ from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
 from onnxslim_kd.prune.plan import plan_record, planned_keep, read_plan
 from onnxslim_kd.prune.rewrite import apply_keep
 from onnxslim_kd.prune.spatial import downsample
+from onnxslim_kd.prune.unfuse import unfuse_qkv
 
 #: Calibration samples on which mean compensation must beat none to be kept.
 COMPENSATION_CHECK_SAMPLES = 64
@@ -112,12 +113,16 @@ def prune(
     canonical, _ = canonicalize(model)
     concrete = resolve_shapes(canonical, with_data_shapes(canonical, data, shapes), batch=1)
     original = model_stats(canonical, concrete)
+    unfused = [
+        f"fused Q/K/V projection '{name}' written as three, to prune its heads"
+        for name in unfuse_qkv(canonical, concrete)
+    ]
     spatial = None
     if options.downsample > 1:
         canonical, spatial = downsample(canonical, options.downsample, concrete)
     resized = spatial is not None and spatial.skipped is None
     an = analyze(canonical, concrete)
-    warnings = _apply_exclusions(an, options) + _lossy_spaces(an, options.prune_norms)
+    warnings = unfused + _apply_exclusions(an, options) + _lossy_spaces(an, options.prune_norms)
     if spatial is not None and spatial.skipped:
         warnings.append(f"downsample skipped: {spatial.skipped}")
     prunable = [r for r in an.spaces.roots() if not an.spaces[r].blocked]
