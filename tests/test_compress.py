@@ -307,3 +307,19 @@ def test_html_report_shows_the_verdict_the_passes_and_the_training(cli, tmp_path
     prune, distill = report["passes"]
     assert prune["fidelity_vs_original"] == prune["fidelity_vs_previous"]  # its input
     assert distill["fidelity_vs_original"] != distill["fidelity_vs_previous"]  # the teacher
+
+
+def test_the_built_in_recipe_prunes_the_residual_width_only_when_asked(cli, tmp_path, vit_digits):
+    from onnxslim_kd.pipeline.search import default_recipe
+
+    (plain,) = [s for s in default_recipe(0.5) if s["name"] == "prune"]
+    (asked,) = [s for s in default_recipe(0.5, prune_norms=True) if s["name"] == "prune"]
+    assert "prune_norms" not in plain and asked == {**plain, "prune_norms": True}
+    digits = vit_digits.parent / "digits"
+    result = cli("compress", vit_digits / "model.onnx", "-o", tmp_path / "c.onnx",
+                 "--data", digits / "calib.npz", "--prune-norms", "--distill-epochs", "1",
+                 "--bench-runs", "0", "--max-drop", "1", "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    prune_pass = json.loads(result.stdout)["passes"][0]["summary"]
+    embed = next(g for g in prune_pass["groups"] if g["id"] == "/patch_embed/Conv")
+    assert embed["status"] == "pruned" and not embed["exact"]

@@ -90,6 +90,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         "the budget (default: exit 4)")  # fmt: skip
     parser.add_argument("--no-downsample", action="store_true",
                         help="search channel pruning only, at full resolution")  # fmt: skip
+    parser.add_argument("--prune-norms", action="store_true",
+                        help="the built-in recipe also prunes a transformer's residual width "
+                             "(the channels LayerNorms normalise); give it more "
+                             "--distill-epochs (ViT sample: 150 for 3x)")  # fmt: skip
     add_shape_option(parser)
     parser.add_argument("--threads", type=POSITIVE, default=os.cpu_count(),
                         help="intra-op threads")  # fmt: skip

@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace, work_dir: Path, searching: bool) -> int:
             threads=args.threads, work_dir=work_dir, max_trials=args.max_trials,
             downsample=(1,) if args.no_downsample else DOWNSAMPLE,
             label_output=args.label_output, min_sqnr=args.min_sqnr,
+            prune_norms=args.prune_norms,
         )  # fmt: skip
         result = found.chosen.result
     else:
@@ -104,7 +105,10 @@ def _run(args: argparse.Namespace, work_dir: Path, searching: bool) -> int:
             )
         if recipe is None:
             keep = None if blocker else DEFAULT_KEEP_MACS
-            recipe = default_recipe(keep, args.distill_epochs) if data else DEFAULT_RECIPE
+            recipe = (
+                default_recipe(keep, args.distill_epochs, prune_norms=args.prune_norms)
+                if data else DEFAULT_RECIPE
+            )  # fmt: skip
         run_options = dict(
             data=data, eval_data=eval_data, shapes=shapes_from(args), threads=args.threads,
             bench_runs=args.bench_runs, bench_batch=args.bench_batch,
