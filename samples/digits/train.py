@@ -152,8 +152,9 @@ def onnx_accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
 
 
-def export(model: nn.Module, path: Path) -> None:
-    """Export with the legacy exporter and attach metadata the library can read back."""
+def export(model: nn.Module, path: Path, source: str = SOURCE) -> None:
+    """Export with the legacy exporter and attach metadata the library can read back
+    (`source`: the script that made it; samples/vit_digits reuses this)."""
     dummy = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
     torch.onnx.export(
         model.eval(),
@@ -166,7 +167,7 @@ def export(model: nn.Module, path: Path) -> None:
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
     proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {"class_names": CLASS_NAMES, "source": SOURCE})
+    onnx.helper.set_model_props(proto, {"class_names": CLASS_NAMES, "source": source})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -219,9 +220,9 @@ python samples/digits/train.py --out-dir samples/digits --epochs {epochs}
     (out_dir / "README.md").write_text(text)
 
 
-def configure_determinism() -> None:
+def configure_determinism(seed: int = SEED) -> None:
     """Fix seeds and threads so repeated runs produce the same weights."""
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
 

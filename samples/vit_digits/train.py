@@ -9,19 +9,21 @@ The splits are samples/digits' own, read in place.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-DIGITS_DIR = Path(__file__).resolve().parent.parent / "digits"
+SAMPLES = Path(__file__).resolve().parent.parent
+DIGITS_DIR = SAMPLES / "digits"
 IMAGE_SIZE = 32
 PATCH = 4
 TOKENS = (IMAGE_SIZE // PATCH) ** 2
@@ -39,32 +41,25 @@ CLASS_NAMES = ",".join(str(d) for d in range(10))
 SOURCE = "samples/vit_digits/train.py"
 
 
+def _sibling(name: str) -> ModuleType:
+    """Another sample's train.py, whose pieces this one reuses: digits' shifts, accuracy
+    and export, textline's attention written as timm/Hugging Face blocks are."""
+    spec = importlib.util.spec_from_file_location(f"{name}_train", SAMPLES / name / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DIGITS_TRAIN = _sibling("digits")
+SelfAttention = _sibling("textline").SelfAttention
+random_shift, torch_accuracy = DIGITS_TRAIN.random_shift, DIGITS_TRAIN.torch_accuracy
+configure_determinism = DIGITS_TRAIN.configure_determinism
+
+
 def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Images [N,1,32,32] float32 and int64 labels of one samples/digits split."""
     with np.load(DIGITS_DIR / f"{name}.npz") as data:
         return data["input"], data["labels"]
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention written as exporters see timm/Hugging Face blocks: Q, K, V
-    projections, view/permute to heads, softmax(QK^T / sqrt(d)) V, output projection.
-    (nn.MultiheadAttention's legacy export fixes the sequence length in its Reshapes.)"""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads, self.scale = heads, 1 / math.sqrt(width // heads)
-        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
-        self.out = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, steps, width = x.shape
-
-        def split(t: torch.Tensor) -> torch.Tensor:  # [N, T, C] -> [N, heads, T, C/heads]
-            return t.view(n, steps, self.heads, width // self.heads).transpose(1, 2)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        weights = (q @ k.transpose(-2, -1) * self.scale).softmax(-1)
-        return self.out((weights @ v).transpose(1, 2).reshape(n, steps, width))
 
 
 class Block(nn.Module):
@@ -103,18 +98,6 @@ class DigitsViT(nn.Module):
         cls = self.class_token.expand(patches.shape[0], -1, -1)
         x = torch.cat([cls, patches], dim=1) + self.position
         return self.head(self.norm(self.blocks(x))[:, 0])
-
-
-def random_shift(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to MAX_SHIFT px, filling with the background value."""
-    background = float(batch.min())
-    padded = F.pad(batch, [MAX_SHIFT] * 4, value=background)
-    offsets = torch.randint(0, 2 * MAX_SHIFT + 1, (len(batch), 2), generator=generator)
-    crops = [
-        padded[i, :, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE]
-        for i, (dy, dx) in enumerate(offsets.tolist())
-    ]
-    return torch.stack(crops)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -157,31 +140,6 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int,
 
 
 @torch.no_grad()
-def torch_accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of the eval-mode torch model."""
-    logits = model.eval()(torch.from_numpy(images))
-    return float((logits.argmax(1).numpy() == labels).mean())
-
-
-def export(model: nn.Module, path: Path) -> None:
-    """Export with the legacy exporter and attach metadata the library can read back."""
-    dummy = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
-    torch.onnx.export(
-        model.eval(),
-        (dummy,),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {"class_names": CLASS_NAMES, "source": SOURCE})
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-
-
 def onnx_logits(path: Path, images: np.ndarray) -> np.ndarray:
     """Logits of the exported model under onnxruntime."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -252,13 +210,6 @@ python samples/vit_digits/train.py --out-dir samples/vit_digits --epochs {epochs
     (out_dir / "README.md").write_text(text)
 
 
-def configure_determinism(seed: int) -> None:
-    """Fix seeds and threads so repeated runs produce the same weights."""
-    torch.manual_seed(seed)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
@@ -276,7 +227,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - started
 
     model_path = args.out_dir / "model.onnx"
-    export(model, model_path)
+    DIGITS_TRAIN.export(model, model_path, source=SOURCE)
     images, labels = splits["test"]
     check_batch_sizes(model_path, splits["calib"][0])
     torch_acc = torch_accuracy(model, images, labels)
