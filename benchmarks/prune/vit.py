@@ -7,12 +7,16 @@ samples/digits/calib.npz; accuracy on test.npz (540 images) in onnxruntime, no
 fine-tuning. All versions are timed interleaved in one run at batch 32 (2 threads), the
 speed-up being the ratio of medians.
 
-    python benchmarks/prune/vit.py [--runs 200] [--threads 2] [--json out.json]
+With `--vit-b-16`: torchvision's vit_b_16 (random weights, legacy export from
+samples/zoo/export.py, batch 1) at ratios 0.25 and 0.5, timed interleaved the same way.
+
+    python benchmarks/prune/vit.py [--runs 200] [--threads 2] [--json out.json] [--vit-b-16]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -32,12 +36,52 @@ RATIOS = (0.25, 0.5, 0.75)
 BATCH = 32
 
 
+def vit_b_16(threads: int, runs: int) -> dict:
+    """MACs and latency of torchvision's vit_b_16 pruned at RATIOS[:2], interleaved."""
+    spec = importlib.util.spec_from_file_location("zoo_export", ROOT / "samples/zoo/export.py")
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    model = load(zoo.ensure_exported("vit_b_16", "legacy"))
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224), np.float32)}
+    rows = [{"setting": "original", "macs": None, "params": None}]
+    versions = [("original", model, feeds)]
+    for ratio in RATIOS[:2]:
+        pruned, summary = prune(model, PruneOptions(ratio=ratio))
+        check(pruned)
+        rows.append({
+            "setting": f"vit_b_16 {ratio}",
+            "macs": summary.macs_before / summary.macs_after,
+            "params": summary.params_before / summary.params_after,
+            "pruned": sorted({f"{g.size} -> {g.kept}" for g in summary.groups
+                              if g.status == "pruned"}),
+            "skipped": sum(g.status == "skipped" for g in summary.groups),
+        })  # fmt: skip
+        versions.append((rows[-1]["setting"], pruned, feeds))
+        print(f"{rows[-1]['setting']}: MACs {rows[-1]['macs']:.2f}x fewer", flush=True)
+    result = bench(versions, threads=threads, runs=runs, warmup=3)
+    for row, latency in zip(rows, result.latencies, strict=True):
+        row["p50_ms"], row["speedup"] = latency.median_ms, latency.speedup
+    print(markdown_table(
+        ["setting", "MACs fewer", "params fewer", "p50 ms (batch 1)", "speed-up"],
+        [[r["setting"], "" if r["macs"] is None else f"{r['macs']:.2f}x",
+          "" if r["params"] is None else f"{r['params']:.2f}x", f"{r['p50_ms']:.1f}",
+          f"{r['speedup']:.2f}x"] for r in rows],
+    ))  # fmt: skip
+    return {"rows": rows, "bench": result.as_dict()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=HERE / "vit_results.json")
+    parser.add_argument("--vit-b-16", action="store_true")
     args = parser.parse_args()
+    if args.vit_b_16:
+        record = vit_b_16(args.threads, max(args.runs // 10, 10))
+        path = args.json.with_name("vit_b_16_results.json")
+        path.write_text(json.dumps(record, indent=1, default=_plain) + "\n")
+        return
     model = load(ROOT / "samples/vit_digits/model.onnx")
     calib = load_data(ROOT / "samples/digits/calib.npz", model)
     test = load_data(ROOT / "samples/digits/test.npz", model)
