@@ -315,6 +315,8 @@ def test_the_built_in_recipe_prunes_the_residual_width_only_when_asked(cli, tmp_
     (plain,) = [s for s in default_recipe(0.5) if s["name"] == "prune"]
     (asked,) = [s for s in default_recipe(0.5, prune_norms=True) if s["name"] == "prune"]
     assert "prune_norms" not in plain and asked == {**plain, "prune_norms": True}
+    (distill,) = [s for s in default_recipe(0.5, prune_norms=True) if s["name"] == "distill"]
+    assert distill["lr"] == 2e-3
     digits = vit_digits.parent / "digits"
     result = cli("compress", vit_digits / "model.onnx", "-o", tmp_path / "c.onnx",
                  "--data", digits / "calib.npz", "--prune-norms", "--distill-epochs", "1",
