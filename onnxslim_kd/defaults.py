@@ -28,6 +28,8 @@ DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_MEMORY_MB = 1024
 #: CPUs quantize chooses data types for (quantize.target).
 QUANTIZE_TARGETS = ("x86-vnni", "x86-avx2", "arm")
+#: Quantization schemes of quantize (quantize.api.MODES).
+QUANTIZE_MODES = ("auto", "static", "dynamic")
 
 
 def max_drop_error(value: float) -> str | None:

@@ -202,7 +202,10 @@ def test_prepare_folds_batchnorm_and_upgrades_old_opsets(tmp_path):
 
 
 def _slow_int8(models, **kwargs):
-    latencies = [Latency("fp32", 1, [1.0] * 3), Latency("int8", 1, [2.0] * 3, speedup=0.5)]
+    """Every INT8 scheme timed at twice FP32's latency."""
+    latencies = [Latency("fp32", 1, [1.0] * 3)] + [
+        Latency(label, 1, [2.0] * 3, speedup=0.5) for label, _, _ in models[1:]
+    ]
     return BenchResult(latencies, {}, 3, 0)
 
 

@@ -17,6 +17,7 @@ from onnxslim_kd.defaults import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_MEMORY_MB,
     DEFAULT_CALIB_SAMPLES,
+    QUANTIZE_MODES,
     QUANTIZE_TARGETS,
 )
 
@@ -62,6 +63,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     granularity.add_argument(
         "--per-tensor", dest="per_channel", action="store_false", help="one scale per weight"
     )
+    parser.add_argument(
+        "--mode", choices=QUANTIZE_MODES, default="auto",
+        help="static: calibrated QDQ on every compute op; dynamic: MatMul weights INT8, "
+        "activations quantized per batch at run time; auto: static, and dynamic too where "
+        "MatMuls with constant weights hold most of the MACs (transformers), keeping the "
+        "faster within the budget (auto)",
+    )  # fmt: skip
     parser.add_argument(
         "--target-cpu",
         choices=QUANTIZE_TARGETS,

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         force_int8=args.force_int8,
         bench_runs=args.bench_runs,
         threads=args.threads,
+        mode=args.mode,
     )
     data = data_from(args, model, args.data)
     # all of it: --samples sizes the calibration subset only
@@ -55,9 +56,13 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
     granularity = "per-channel" if types["per_channel"] else "per-tensor"
     weights = f"{types['weights']} {granularity}" + (" 7-bit" if types["reduce_range"] else "")
     origin = "detected" if types["detected"] else "given"
+    formats = {
+        "static": f"{types['format']}: activations {types['activations']}, weights {weights}",
+        "dynamic": f"dynamic MatMul: weights int8 {granularity}, activations per batch at run time",
+    }
     return [
         ("target CPU", f"{types['target']} ({origin})"),
-        ("data types", f"{types['format']}: activations {types['activations']}, weights {weights}"),
+        ("data types", formats[summary.scheme]),
         ("calibration", f"{calibration['method']}, {calibration['samples']} samples"),
         ("kept in FP32", _kept(summary)),
     ]

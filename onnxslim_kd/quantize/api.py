@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import onnx
 from onnxslim_kd.bench.cpu import cpu_info
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
-from onnxslim_kd.defaults import DEFAULT_MAX_DROP, max_drop_error
+from onnxslim_kd.defaults import DEFAULT_MAX_DROP, QUANTIZE_MODES, max_drop_error
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import fixed_batch, restore_interface
 from onnxslim_kd.graph.save import save
@@ -24,6 +24,7 @@ from onnxslim_kd.progress import report
 from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
 from onnxslim_kd.quantize.coverage import coverage_of
+from onnxslim_kd.quantize.dynamic import MATMUL_SHARE, build_dynamic, matmul_share, weighted_matmuls
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
@@ -51,8 +52,12 @@ class QuantizeOptions:
     force_int8: bool = False  # keep INT8 even where it is measured slower than FP32
     bench_runs: int = 30
     threads: int | None = None
+    mode: str = "auto"  # static (QDQ), dynamic (MatMul), or auto: both where MatMuls weigh
 
     def __post_init__(self) -> None:
+        if self.mode not in QUANTIZE_MODES:
+            choices = ", ".join(QUANTIZE_MODES)
+            raise InputError(f"--mode must be one of {choices}, got '{self.mode}'")
         if self.max_drop is not None and max_drop_error(self.max_drop):
             raise InputError(f"--max-drop {max_drop_error(self.max_drop)}")
         if self.bench_runs < 0:
@@ -84,6 +89,8 @@ class QuantizeSummary:
     budget_source: str = ""  # "--max-drop" or "default floor"
     joins_kept_float: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    scheme: str = "static"  # static QDQ, or dynamic MatMul (see quantize/dynamic.py)
+    schemes: dict[str, dict] = field(default_factory=dict)  # every scheme tried, measured
 
     @property
     def budget_met(self) -> bool | None:
@@ -142,7 +149,7 @@ def quantize_model(
         joins = mismatched_joins(prepared, calibrated_spans(ranges))
         excluded = {**excluded, **{n: why for n, why in joins.items() if n not in excluded}}
 
-        def builder(
+        def static(
             *, exclude: Sequence[str] = (), only: list[str] | None = None
         ) -> onnx.ModelProto:
             return build(
@@ -150,8 +157,14 @@ def quantize_model(
                 exclude=[*excluded, *exclude], only=only,
             )  # fmt: skip
 
-        quantized = builder()
-        summary = QuantizeSummary(
+        def dynamic(
+            *, exclude: Sequence[str] = (), only: list[str] | None = None
+        ) -> onnx.ModelProto:
+            return build_dynamic(
+                prepared_path, types, workdir, exclude=[*excluded, *exclude], only=only
+            )
+
+        base = QuantizeSummary(
             cpu=cpu_info(),
             data_types=types.as_dict(),
             prepare=prepare_report.as_dict(),
@@ -163,10 +176,37 @@ def quantize_model(
             joins_kept_float=joins,
             warnings=warnings,
         )
-        quantized = _hold_budget(
-            prepared, quantized, builder, data.subset(options.samples), evaluation,
-            options, summary,
-        )  # fmt: skip
+        builders = {"static": (static, COMPUTE_OPS), "dynamic": (dynamic, {"MatMul"})}
+        built = {}
+        for scheme in _schemes(options.mode, prepared, evaluation):
+            summary = replace(base, excluded=dict(base.excluded), warnings=list(warnings),
+                              scheme=scheme)  # fmt: skip
+            builder, ops = builders[scheme]
+            quantized = _hold_budget(
+                prepared, builder(), builder, ops, data.subset(options.samples), evaluation,
+                options, summary,
+            )  # fmt: skip
+            built[scheme] = (_verified(model, quantized, evaluation, summary), summary)
+    if options.bench_runs:
+        return _latency_gate(model, built, evaluation, options)
+    return _untimed_choice(built)
+
+
+def _schemes(mode: str, prepared: onnx.ModelProto, data: Dataset) -> list[str]:
+    """The schemes to build: `mode`'s, or for auto static and, where MatMuls with constant
+    weights hold MATMUL_SHARE of the MACs, dynamic too."""
+    if mode != "auto":
+        return [mode]
+    heavy = weighted_matmuls(prepared) and matmul_share(prepared, data) >= MATMUL_SHARE
+    return ["static", "dynamic"] if heavy else ["static"]
+
+
+def _verified(
+    model: onnx.ModelProto, quantized: onnx.ModelProto, evaluation: Dataset,
+    summary: QuantizeSummary,
+) -> onnx.ModelProto:  # fmt: skip
+    """The quantized model with `model`'s interface, checked, its coverage and fidelity in
+    `summary`."""
     restore_interface(quantized, model)
     check(quantized)
     summary.coverage = coverage_of(quantized).as_dict()
@@ -176,15 +216,34 @@ def quantize_model(
             "and run as DequantizeLinear -> float op -> QuantizeLinear"
         )
     summary.fidelity = _fidelity(model, quantized, evaluation)
-    if options.bench_runs:
-        return _latency_gate(model, quantized, evaluation, options, summary)
+    return quantized
+
+
+def _untimed_choice(built: dict) -> tuple[onnx.ModelProto, QuantizeSummary]:
+    """Without timing: the first scheme (static before dynamic) that meets the budget."""
+    within = [name for name, (_, summary) in built.items() if summary.budget_met is not False]
+    quantized, summary = built[(within or list(built))[0]]
+    summary.schemes = _scheme_records(built)
     return quantized, summary
+
+
+def _scheme_records(built: dict, speedups: dict[str, float] | None = None) -> dict:
+    return {
+        name: {
+            "budget_met": summary.budget_met,
+            "fallback_layers": len(summary.fallback_layers),
+            "integer_kernels": summary.coverage["integer"],
+            **({"speedup": round(speedups[name], 4)} if speedups else {}),
+        }
+        for name, (_, summary) in built.items()
+    }
 
 
 def _hold_budget(
     prepared: onnx.ModelProto,
     quantized: onnx.ModelProto,
     builder: Builder,
+    ops: frozenset[str] | set[str],
     calibration: Dataset,
     evaluation: Dataset,
     options: QuantizeOptions,
@@ -196,7 +255,7 @@ def _hold_budget(
     candidates = [
         node.name
         for node in prepared.graph.node
-        if node.op_type in COMPUTE_OPS and node.name not in summary.excluded
+        if node.op_type in ops and node.name not in summary.excluded
     ]
     held = hold_budget(
         prepared, quantized, builder, candidates, evaluation,
@@ -231,21 +290,31 @@ def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset)
 
 
 def _latency_gate(
-    model: onnx.ModelProto,
-    quantized: onnx.ModelProto,
-    data: Dataset,
-    options: QuantizeOptions,
-    summary: QuantizeSummary,
+    model: onnx.ModelProto, built: dict, data: Dataset, options: QuantizeOptions
 ) -> tuple[onnx.ModelProto, QuantizeSummary]:
-    """Time FP32 and INT8 interleaved; warn loudly (or return FP32) when INT8 is not faster."""
+    """Time FP32 and every scheme interleaved; keep the fastest scheme within the budget
+    (any, when none is), and only when it beats FP32 unless --force-int8."""
     feeds = data.first(fixed_batch(model) or 1)
     timing = bench(
-        [("fp32", model, feeds), ("int8", quantized, feeds)],
+        [("fp32", model, feeds), *((name, q, feeds) for name, (q, _) in built.items())],
         threads=options.threads,
         runs=options.bench_runs,
     )
-    summary.latency = timing.as_dict()
-    speedup = timing.latencies[1].speedup
+    speedups = {lat.label: lat.speedup for lat in timing.latencies[1:]}
+    within = [n for n, (_, summary) in built.items() if summary.budget_met is not False]
+    chosen = max(within or list(built), key=speedups.__getitem__)
+    quantized, summary = built[chosen]
+    record = timing.as_dict()
+    fp32, timed = record["models"][0], record["models"][1 + list(built).index(chosen)]
+    summary.latency = {**record, "models": [fp32, timed]}
+    summary.schemes = _scheme_records(built, speedups)
+    if len(built) > 1:
+        summary.warnings.append(
+            f"{chosen} INT8 chosen: "
+            + ", ".join(f"{n} {s:.2f}x" for n, s in speedups.items())
+            + " vs FP32 (interleaved medians)"
+        )
+    speedup = speedups[chosen]
     if speedup > 1.0:
         return quantized, summary
     if options.force_int8:

@@ -32,7 +32,7 @@ def build(
     `exclude` keeps nodes in FP32; `only` (when given) quantizes just those nodes.
     """
     output = workdir / "quantized.onnx"
-    with _quiet_warnings():
+    with quiet_warnings():
         quantize_static(
             str(prepared),
             str(output),
@@ -49,8 +49,13 @@ def build(
             extra_options={"WeightSymmetric": types.weight_symmetric},
             calibration_cache_path=str(ranges),
         )
+    return with_metadata_of(output, prepared)
+
+
+def with_metadata_of(output: Path, prepared: Path) -> onnx.ModelProto:
+    """The quantized model at `output` with the metadata of `prepared`: onnxruntime stamps
+    its own ('onnx.infer'), the model's interface keeps ours."""
     quantized = load(output)
-    # onnxruntime stamps its own metadata ('onnx.infer'); the model's interface keeps ours
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(
         onnx.load(str(prepared), load_external_data=False).metadata_props
@@ -59,7 +64,7 @@ def build(
 
 
 @contextmanager
-def _quiet_warnings() -> Iterator[None]:
+def quiet_warnings() -> Iterator[None]:
     """quantize_static logs a pre-processing hint on the root logger; we did pre-process."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)

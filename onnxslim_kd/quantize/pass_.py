@@ -10,7 +10,8 @@ from onnxslim_kd.quantize.api import QuantizeOptions, quantize_model
 
 @register_pass
 class QuantizePass(Pass):
-    """INT8 QDQ quantization calibrated on the recipe's data (`compress --data`)."""
+    """INT8 calibrated on the recipe's data (`compress --data`): static QDQ, or dynamic
+    MatMul where that is faster (quantize/dynamic.py)."""
 
     name = "quantize"
     Options = QuantizeOptions
@@ -27,7 +28,9 @@ class QuantizePass(Pass):
         timing = f"; {speedup:.2f}x vs FP32" if speedup else ""
         if summary["result"] != "int8":
             return f"kept FP32: INT8 measured {speedup:.2f}x vs FP32, not faster"
-        return (
-            f"{summary['result']}: {types['format']} {types['activations']}/{types['weights']}, "
-            f"{coverage['integer']}/{kernels} integer kernels{timing}"
-        )
+        scheme = (
+            "dynamic MatMul" if summary.get("scheme") == "dynamic"
+            else f"{types['format']} {types['activations']}/{types['weights']}"
+        )  # fmt: skip
+        kernels = f"{coverage['integer']}/{kernels} integer kernels"
+        return f"{summary['result']}: {scheme}, {kernels}{timing}"

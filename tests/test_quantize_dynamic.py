@@ -1,0 +1,93 @@
+"""Dynamic INT8 (MatMul weights INT8, activations per batch at run time) beside static QDQ:
+built where MatMuls with constant weights hold most of the MACs, kept when faster."""
+
+from __future__ import annotations
+
+import pytest
+
+from onnxslim_kd.bench.latency import BenchResult, Latency
+from onnxslim_kd.data import load_data
+from onnxslim_kd.errors import InputError
+from onnxslim_kd.graph.load import load
+from onnxslim_kd.graph.validate import run
+from onnxslim_kd.quantize import QuantizeOptions, api, quantize_model
+from onnxslim_kd.quantize.dynamic import matmul_share
+from onnxslim_kd.report.fidelity import accuracy
+
+
+@pytest.fixture(scope="module")
+def vit(vit_digits):
+    model = load(vit_digits / "model.onnx")
+    digits = vit_digits.parent / "digits"
+    calib = load_data(digits / "calib.npz", model, samples=64)
+    test = load_data(digits / "test.npz", model, samples=160)
+    return model, calib, test
+
+
+def test_the_matmul_share_tells_a_transformer_from_a_cnn(vit, digits):
+    model, calib, _ = vit
+    # 4 blocks x (Q, K, V, out and MLP projections) of 15.0 M MACs; the rest is Q K^T, P V
+    assert matmul_share(model, calib) == pytest.approx(4 * 3_194_880 / 15_008_896)
+    cnn = load(digits / "model.onnx")
+    assert matmul_share(cnn, load_data(digits / "calib.npz", cnn, samples=8)) == 0.0
+
+
+def test_dynamic_quantizes_the_matmuls_and_keeps_the_accuracy(vit):
+    model, calib, test = vit
+    options = QuantizeOptions(mode="dynamic", bench_runs=0)
+    quantized, summary = quantize_model(model, calib, options, eval_data=test)
+    ops = {node.op_type for node in quantized.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
+    assert summary.scheme == "dynamic" and summary.budget_met
+    matmuls = sum(node.op_type in ("MatMul", "Gemm") for node in model.graph.node)
+    assert matmuls == 33 and summary.coverage["integer"] == 25  # all but the 8 QK^T, PV
+    assert quantized.graph.input[0].type == model.graph.input[0].type
+    reference = accuracy(run(model, test)["logits"], test.labels)
+    assert accuracy(run(quantized, test)["logits"], test.labels) >= reference - 0.01
+
+
+def _faster(scheme: str):
+    """A bench that times `scheme` at half FP32's latency and the others at FP32's."""
+
+    def fake(models, **kwargs):
+        return BenchResult(
+            [Latency("fp32", 1, [1.0] * 3)]
+            + [Latency(label, 1, [0.5 if label == scheme else 1.0] * 3,
+                       speedup=2.0 if label == scheme else 1.0)
+               for label, _, _ in models[1:]],
+            {}, 3, 0,
+        )  # fmt: skip
+
+    return fake
+
+
+@pytest.mark.parametrize("faster", ["static", "dynamic"])
+def test_auto_builds_both_on_a_transformer_and_keeps_the_faster(vit, monkeypatch, faster):
+    model, calib, test = vit
+    monkeypatch.setattr(api, "bench", _faster(faster))
+    quantized, summary = quantize_model(model, calib, QuantizeOptions(bench_runs=3),
+                                        eval_data=test)  # fmt: skip
+    assert set(summary.schemes) == {"static", "dynamic"}
+    assert summary.scheme == faster and summary.result == "int8"
+    assert summary.schemes[faster]["speedup"] == 2.0
+    assert [m["label"] for m in summary.latency["models"]] == ["fp32", faster]
+    assert any(w.startswith(f"{faster} INT8 chosen: ") for w in summary.warnings)
+    marker = "DynamicQuantizeLinear" if faster == "dynamic" else "QuantizeLinear"
+    assert marker in {node.op_type for node in quantized.graph.node}
+
+
+def test_auto_builds_static_alone_on_a_cnn(digits):
+    model = load(digits / "model.onnx")
+    calib = load_data(digits / "calib.npz", model, samples=32)
+    _, summary = quantize_model(model, calib, QuantizeOptions(bench_runs=0))
+    assert list(summary.schemes) == ["static"] and summary.scheme == "static"
+
+
+def test_an_unknown_mode_is_refused(cli, tmp_path, digits):
+    with pytest.raises(InputError, match="--mode must be one of auto, static, dynamic"):
+        QuantizeOptions(mode="fp16")
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", digits / "model.onnx", "-o", out, "--data",
+                 digits / "calib.npz", "--mode", "fp16")  # fmt: skip
+    assert result.code == 2 and "invalid choice: 'fp16'" in result.stderr
+    assert not out.exists()
