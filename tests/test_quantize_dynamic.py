@@ -91,3 +91,22 @@ def test_an_unknown_mode_is_refused(cli, tmp_path, digits):
                  digits / "calib.npz", "--mode", "fp16")  # fmt: skip
     assert result.code == 2 and "invalid choice: 'fp16'" in result.stderr
     assert not out.exists()
+
+
+def test_int8_is_timed_at_the_batch_asked_for_and_compress_passes_its_own(digits, monkeypatch):
+    from onnxslim_kd.pipeline.registry import PassContext
+    from onnxslim_kd.quantize.pass_ import QuantizePass
+
+    model = load(digits / "model.onnx")
+    calib = load_data(digits / "calib.npz", model, samples=32)
+    batches = []
+
+    def recording(models, **kwargs):
+        batches.append({len(next(iter(feeds.values()))) for _, _, feeds in models})
+        return _faster("static")(models)
+
+    monkeypatch.setattr(api, "bench", recording)
+    quantize_model(model, calib, QuantizeOptions(bench_runs=3, bench_batch=8))
+    QuantizePass(QuantizeOptions(bench_runs=3)).run(model, PassContext(calib, bench_batch=16))
+    quantize_model(model, calib, QuantizeOptions(bench_runs=3))
+    assert batches == [{8}, {16}, {1}]

@@ -105,6 +105,10 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         help="interleaved FP32/INT8 timed runs (0 skips)",
     )
     parser.add_argument(
+        "--bench-batch", type=POSITIVE, default=1,
+        help="samples per timed run: INT8 is kept where it is faster at this batch (1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=POSITIVE, default=os.cpu_count(), help="intra-op threads for timing"
     )
     add_json_option(parser, "the quantization report")

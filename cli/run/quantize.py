@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         max_calib_memory_mb=args.max_calib_memory,
         force_int8=args.force_int8,
         bench_runs=args.bench_runs,
+        bench_batch=args.bench_batch,
         threads=args.threads,
         mode=args.mode,
     )

@@ -31,6 +31,7 @@ class PassContext:
     shapes: dict[str, list[int]] = field(default_factory=dict)
     original: onnx.ModelProto | None = None
     work_dir: Path | None = None
+    bench_batch: int = 1  # the batch the pipeline times at (a pass that times uses it too)
 
     def require_data(self, pass_name: str, purpose: str) -> Dataset:
         """The data, or a one-line error saying which pass needs it for what."""

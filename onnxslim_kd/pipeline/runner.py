@@ -74,7 +74,7 @@ def compress(
     entries = recipe if recipe is not None else DEFAULT_RECIPE
     passes = build_passes(entries)
     verify = data.subset(VERIFY_SAMPLES) if data is not None else random_data(model, shapes)
-    context = PassContext(data=data, shapes=shapes, original=model)
+    context = PassContext(data=data, shapes=shapes, original=model, bench_batch=bench_batch)
     records = []
     stages = [("original", model)]
     current = model

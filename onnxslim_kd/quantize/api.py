@@ -51,6 +51,7 @@ class QuantizeOptions:
     max_calib_memory_mb: int = DEFAULT_MEMORY_MB
     force_int8: bool = False  # keep INT8 even where it is measured slower than FP32
     bench_runs: int = 30
+    bench_batch: int | None = None  # samples per timed run (None: 1; compress: its own)
     threads: int | None = None
     mode: str = "auto"  # static (QDQ), dynamic (MatMul), or auto: both where MatMuls weigh
 
@@ -62,6 +63,8 @@ class QuantizeOptions:
             raise InputError(f"--max-drop {max_drop_error(self.max_drop)}")
         if self.bench_runs < 0:
             raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
+        if self.bench_batch is not None and self.bench_batch < 1:
+            raise InputError(f"--bench-batch must be >= 1, got {self.bench_batch}")
 
     @property
     def budget(self) -> float:
@@ -294,7 +297,7 @@ def _latency_gate(
 ) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """Time FP32 and every scheme interleaved; keep the fastest scheme within the budget
     (any, when none is), and only when it beats FP32 unless --force-int8."""
-    feeds = data.first(fixed_batch(model) or 1)
+    feeds = data.first(fixed_batch(model) or options.bench_batch or 1)
     timing = bench(
         [("fp32", model, feeds), *((name, q, feeds) for name, (q, _) in built.items())],
         threads=options.threads,

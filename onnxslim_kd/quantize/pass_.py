@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnx
 
 from onnxslim_kd.pipeline.registry import Pass, PassContext, PassResult, register_pass
@@ -18,7 +20,10 @@ class QuantizePass(Pass):
 
     def run(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
         data = context.require_data(self.name, "calibration data")
-        quantized, summary = quantize_model(model, data, self.options)
+        options = self.options
+        if options.bench_batch is None:  # time INT8 at the batch the pipeline is judged at
+            options = replace(options, bench_batch=context.bench_batch)
+        quantized, summary = quantize_model(model, data, options)
         return PassResult(quantized, summary.as_dict())
 
     def describe(self, summary: dict) -> str:
