@@ -2,11 +2,13 @@
 run time (onnxruntime's DynamicQuantizeMatMul), no Q/DQ pairs around LayerNorm, Softmax
 or GELU.
 
-On transformers the static QDQ graph is often slower than FP32 on CPU (the ViT sample at
-batch 32: 0.58x) while dynamic MatMul is faster (1.23x; a 4-layer width-512 encoder
-1.43x, width 256 0.95x; `benchmarks/quantize/dynamic.py`), so `quantize` tries it beside
-static where MatMuls with constant weights hold most of the MACs and keeps whichever is
-faster within the budget.
+On transformers the static QDQ graph is often slower than FP32 on CPU while dynamic
+MatMul is faster and closer (`benchmarks/quantize/dynamic.py`, batch 1 / 32: the ViT
+sample static 0.60x / 0.69x, dynamic 1.15x / 1.04x at unchanged accuracy; 4-layer
+encoders of width 256 and 512: static 0.82x / 0.77x and 0.90x / 0.90x at 27 dB, dynamic
+1.35x / 1.35x and 1.94x / 2.24x at 43 dB), so `quantize` tries it beside static where
+MatMuls with constant weights hold most of the MACs and keeps whichever is faster within
+the budget.
 """
 
 from __future__ import annotations
