@@ -14,7 +14,7 @@ from onnxslim_kd.prune.analysis import analyze
 from onnxslim_kd.prune.budget import keep_lookup
 from onnxslim_kd.prune.layout import kept_positions
 from onnxslim_kd.prune.prune import PruneOptions, prune
-from onnxslim_kd.prune.unfuse import unfuse_qkv
+from onnxslim_kd.prune.unfuse import standard_attention
 
 
 class Graph:
@@ -80,7 +80,8 @@ def zero_removed(model: onnx.ModelProto, plan: dict, shapes: dict | None = None)
     """The unpruned model with every weight, bias and per-channel parameter of the removed
     channels set to zero (divisors excepted): pruning it must change nothing."""
     canonical, _ = canonicalize(model)
-    unfuse_qkv(canonical, resolve_shapes(canonical, shapes or {}, batch=1))  # as prune does
+    concrete = resolve_shapes(canonical, shapes or {})
+    canonical, _ = standard_attention(canonical, concrete)  # as prune does
     an = analyze(canonical, resolve_shapes(canonical, shapes or {}))
     by_origin = {an.spaces[r].origin: r for r in an.spaces.roots()}
     kept = {by_origin[gid]: np.array(entry["keep"]) for gid, entry in plan["groups"].items()}

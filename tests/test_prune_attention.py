@@ -184,24 +184,62 @@ def test_heads_multiplied_by_an_untracked_tensor_are_kept():
     check(pruned)
 
 
-@pytest.mark.parametrize("dynamo", [False, True])
-def test_multihead_attention_is_left_whole_and_the_mlp_still_prunes(dynamo):
-    """nn.MultiheadAttention unflattens its packed projection to [.., 3, C] and merges the
-    heads into the batch axis: not followed; valid, smaller, reported."""
+def _encoder(layers: int = 2, masked: bool = False):
     torch = pytest.importorskip("torch")
-    from tests.attention_blocks import export
 
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
-    module = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-    model = export(module, torch.randn(2, 5, 32), dynamo=dynamo)
+    encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    if not masked:
+        return encoder
+
+    class Causal(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, x):
+            steps = x.shape[1]
+            mask = torch.triu(torch.full((steps, steps), float("-inf")), diagonal=1)
+            return self.encoder(x, mask=mask)
+
+    return Causal()
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_multihead_attention_is_written_in_standard_form_and_its_heads_prune(dynamo):
+    """nn.MultiheadAttention (packed in-projection, heads merged into the batch axis) is
+    rewritten, verified by running, and pruned losslessly; the layers nn.TransformerEncoder
+    copied (whose equal weights the legacy exporter shares) keep sharing them."""
+    torch = pytest.importorskip("torch")
+    from tests.attention_blocks import export
+
+    model = export(_encoder(), torch.randn(2, 5, 32), dynamo=dynamo)
+    pruned, summary = prune_lossless(model, shapes={"x": [2, 5, 32]})
+    (heads,) = [g for g in summary.groups if g.id.endswith("heads")]  # tied: one group
+    assert (heads.size, heads.kept, heads.unit, heads.status) == (4, 2, 8, "pruned")
+    assert len(heads.nodes) == 6  # Q, K and V of both layers
+    notes = [w for w in summary.warnings if "written in standard form" in w]
+    assert len(notes) == 2
+    assert summary.params_after < summary.params_before
+    feeds = random_data(pruned, {"x": [3, 7, 32]}).inputs
+    (out,) = make_session(pruned).run(None, feeds)
+    assert out.shape == (3, 7, 32)
+
+
+def test_a_masked_multihead_attention_is_left_packed_with_the_reason():
+    """A causal mask the standard form does not add: the rewrite computes other values, so
+    the block stays as exported and says why; the MLP still prunes."""
+    torch = pytest.importorskip("torch")
+    from tests.attention_blocks import export
+
+    model = export(_encoder(layers=1, masked=True), torch.randn(2, 5, 32))
     pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 32]})
     check(pruned)
     assert not any(g.id.endswith("heads") for g in summary.groups)
-    assert not any("written as three" in w for w in summary.warnings)
-    hidden = [g for g in summary.groups if g.size == 64]
-    assert hidden and all(g.status == "pruned" for g in hidden)
-    assert summary.params_after < summary.params_before
+    (note,) = [w for w in summary.warnings if "left packed" in w]
+    assert note.endswith("the standard form computes other values (a mask or another op)")
+    assert any(g.size == 64 and g.status == "pruned" for g in summary.groups)
 
 
 @pytest.mark.parametrize("dynamo", [False, True])

@@ -23,7 +23,7 @@ from onnxslim_kd.prune.importance import BatchNormGamma, make_criterion
 from onnxslim_kd.prune.plan import plan_record, planned_keep, read_plan
 from onnxslim_kd.prune.rewrite import apply_keep
 from onnxslim_kd.prune.spatial import downsample
-from onnxslim_kd.prune.unfuse import unfuse_qkv
+from onnxslim_kd.prune.unfuse import standard_attention
 
 #: Calibration samples on which mean compensation must beat none to be kept.
 COMPENSATION_CHECK_SAMPLES = 64
@@ -113,10 +113,7 @@ def prune(
     canonical, _ = canonicalize(model)
     concrete = resolve_shapes(canonical, with_data_shapes(canonical, data, shapes), batch=1)
     original = model_stats(canonical, concrete)
-    unfused = [
-        f"fused Q/K/V projection '{name}' written as three, to prune its heads"
-        for name in unfuse_qkv(canonical, concrete)
-    ]
+    canonical, unfused = standard_attention(canonical, concrete)
     spatial = None
     if options.downsample > 1:
         canonical, spatial = downsample(canonical, options.downsample, concrete)

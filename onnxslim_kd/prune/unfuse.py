@@ -20,8 +20,23 @@ from onnx import helper, numpy_helper
 from onnxslim_kd.graph.cleanup import cleanup
 from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.walk import attribute, consumers, producers
+from onnxslim_kd.prune.mha import rewrite_multihead_attention
 
 PARTS = 3
+
+
+def standard_attention(
+    model: onnx.ModelProto, input_shapes: dict[str, list[int]]
+) -> tuple[onnx.ModelProto, list[str]]:
+    """`model` with its attention in the form the head rules follow: MultiheadAttention
+    blocks rewritten where verified (prune/mha.py), fused Q/K/V projections written as
+    three; and a line for each change or block left as it was."""
+    model, rewritten, left = rewrite_multihead_attention(model, input_shapes)
+    notes = [f"MultiheadAttention '{name}' written in standard form, to prune its heads"
+             for name in rewritten]  # fmt: skip
+    notes += [f"fused Q/K/V projection '{name}' written as three, to prune its heads"
+              for name in unfuse_qkv(model, input_shapes)]  # fmt: skip
+    return model, notes + left
 
 
 def unfuse_qkv(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> list[str]:
