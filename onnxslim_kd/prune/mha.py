@@ -26,8 +26,8 @@ from onnx import helper, numpy_helper
 from onnxslim_kd.data import random_data
 from onnxslim_kd.graph.cleanup import cleanup
 from onnxslim_kd.graph.session import make_session
-from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.walk import attribute, clone, consumers, producers
+from onnxslim_kd.prune.projections import PARTS, add_initializers, projection_part
 
 #: Largest relative output difference a rewrite may make (float reassociation only).
 TOLERANCE = 1e-4
@@ -36,31 +36,31 @@ REACH = 80
 
 
 def rewrite_multihead_attention(
-    model: onnx.ModelProto, input_shapes: dict[str, list[int]]
+    model: onnx.ModelProto, input_shapes: dict[str, list[int]], shapes: dict[str, list[int]]
 ) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """(model with every MultiheadAttention block it could verify rewritten, the blocks
-    rewritten, the ones left with the reason)."""
+    rewritten, the ones left with the reason). `shapes` are `model`'s static shapes at
+    `input_shapes`; a verified rewrite keeps every other block's tensors and their shapes,
+    so they serve for all blocks, and each rewrite is checked against `model` itself."""
     done, left = [], []
-    candidates = _packed_projections(model)
-    if not candidates:
-        return model, done, left
-    shapes = static_shapes(model, input_shapes)
-    for name in candidates:
+    reference: list | None = None  # the original's outputs, run once when first needed
+    for name in packed_projections(model):
         trial = clone(model)
         matmul = next(n for n in trial.graph.node if n.name == name)
         reason = _rewrite(trial, matmul, shapes)
         if reason is None:
             cleanup(trial.graph)
-            reason = _differs(model, trial, input_shapes)
+            reference = reference or _reference_runs(model, input_shapes)
+            reason = _differs(trial, reference)
         if reason is None:
-            model, shapes = trial, static_shapes(trial, input_shapes)
+            model = trial
             done.append(name)
         else:
             left.append(f"attention '{name}' left packed: {reason}")
     return model, done, left
 
 
-def _packed_projections(model: onnx.ModelProto) -> list[str]:
+def packed_projections(model: onnx.ModelProto) -> list[str]:
     """Names of MatMuls with a constant [C, 3C] weight read by a bias Add alone."""
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
     readers = consumers(model.graph)
@@ -104,8 +104,7 @@ def _rewrite(model: onnx.ModelProto, matmul: onnx.NodeProto, shapes: dict) -> st
     }  # fmt: skip
     nodes, tensors = _standard_form(matmul.name, entry.input[0], sources, heads,
                                     exit_node.output[0])  # fmt: skip
-    present = {t.name for t in graph.initializer}
-    graph.initializer.extend(t for t in tensors if t.name not in present)
+    add_initializers(graph, tensors)
     exit_node.output[0] = f"{exit_node.output[0]}.packed"
     position = list(graph.node).index(exit_node)
     for offset, node in enumerate(nodes):
@@ -170,8 +169,7 @@ def _standard_form(base: str, x: str, sources: dict, heads: int, output: str):
     """Nodes and initializers of the standard attention from `x` [B, T, C] to `output`.
 
     `sources` holds (initializer name, value) of the packed weight and bias and of the
-    out-projection's; what is cut from them is named after them, so blocks that shared a
-    weight (an exporter ties equal layers) share its thirds too."""
+    out-projection's; what is cut from them is named after them (projection_part)."""
     (weight_name, weight), (bias_name, bias) = sources["weight"], sources["bias"]
     width = weight.shape[0]
     size = width // heads
@@ -191,15 +189,15 @@ def _standard_form(base: str, x: str, sources: dict, heads: int, output: str):
         return output_name
 
     parts = []
-    for index, part in enumerate("qkv"):
-        columns = slice(index * width, (index + 1) * width)
-        tensors[f"{weight_name}.{part}"] = weight[:, columns]
-        tensors[f"{bias_name}.{part}"] = bias[columns]
-        projected = node("MatMul", [x, f"{weight_name}.{part}"], f"{base}.{part}")
-        biased = node("Add", [projected, f"{bias_name}.{part}"], f"{base}.{part}.add")
-        split = node("Reshape", [biased, f"{base}.split"], f"{base}.{part}.reshape")
+    for part in PARTS:
         perm = [0, 2, 3, 1] if part == "k" else [0, 2, 1, 3]  # K arrives transposed
-        parts.append(node("Transpose", [split], f"{base}.{part}.perm", perm=perm))
+        projected, cut = projection_part(
+            base, x, (weight_name, weight), (bias_name, bias), part, (f"{base}.split", perm),
+            f"{base}.{part}.perm",
+        )  # fmt: skip
+        nodes += projected
+        tensors.update(cut)
+        parts.append(f"{base}.{part}.perm")
     scores = node("MatMul", parts[:2], f"{base}.scores")
     scaled = node("Mul", [scores, f"{base}.scale"], f"{base}.scaled")
     probabilities = node("Softmax", [scaled], f"{base}.softmax", axis=-1)
@@ -209,25 +207,28 @@ def _standard_form(base: str, x: str, sources: dict, heads: int, output: str):
     projected = node("MatMul", [flat, out_weight], f"{base}.out")
     nodes.append(helper.make_node("Add", [projected, out_bias], [output],
                                   name=f"{base}.out.add"))  # fmt: skip
-    initializers = [
-        numpy_helper.from_array(np.ascontiguousarray(value).astype(value.dtype), name)
-        for name, value in tensors.items()
-    ]
-    return nodes, initializers
+    return nodes, tensors
 
 
-def _differs(original: onnx.ModelProto, rewritten: onnx.ModelProto, shapes: dict) -> str | None:
-    """Why `rewritten` does not compute `original`'s outputs (two batch sizes), or None."""
+def _reference_runs(model: onnx.ModelProto, shapes: dict) -> list[tuple[dict, list]]:
+    """(feeds, outputs) of `model` on random inputs at two batch sizes."""
+    runs = []
+    for batch in (2, 3):
+        feeds = random_data(model, _batched(model, shapes, batch), seed=batch).inputs
+        runs.append((feeds, make_session(model).run(None, feeds)))
+    return runs
+
+
+def _differs(rewritten: onnx.ModelProto, reference: list[tuple[dict, list]]) -> str | None:
+    """Why `rewritten` does not compute the `reference` outputs on their feeds, or None."""
     try:
-        for batch in (2, 3):
-            feeds = random_data(original, _batched(original, shapes, batch), seed=batch).inputs
-            expected = make_session(original).run(None, feeds)
-            produced = make_session(rewritten).run(None, feeds)
-            for want, got in zip(expected, produced, strict=True):
+        session = make_session(rewritten)
+        for feeds, expected in reference:
+            for want, got in zip(expected, session.run(None, feeds), strict=True):
                 scale = float(np.abs(want).max()) or 1.0
                 if want.shape != got.shape or np.abs(want - got).max() > TOLERANCE * scale:
                     return "the standard form computes other values (a mask or another op)"
-    except Exception as error:
+    except Exception as error:  # any failure to run keeps the original
         return f"the standard form does not run ({type(error).__name__})"
     return None
 

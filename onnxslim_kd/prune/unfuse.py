@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from onnxslim_kd.graph.cleanup import cleanup
 from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.walk import attribute, consumers, producers
-from onnxslim_kd.prune.mha import rewrite_multihead_attention
+from onnxslim_kd.prune.mha import packed_projections, rewrite_multihead_attention
+from onnxslim_kd.prune.projections import PARTS, add_initializers, projection_part
 
-PARTS = 3
+#: Tensors a fused projection packs (q, k, v).
+COUNT = len(PARTS)
 
 
 def standard_attention(
@@ -31,29 +33,37 @@ def standard_attention(
     """`model` with its attention in the form the head rules follow: MultiheadAttention
     blocks rewritten where verified (prune/mha.py), fused Q/K/V projections written as
     three; and a line for each change or block left as it was."""
-    model, rewritten, left = rewrite_multihead_attention(model, input_shapes)
+    if not packed_projections(model) and not _fused_candidates(model):
+        return model, []
+    shapes = static_shapes(model, input_shapes)  # once: each rewrite keeps the rest's shapes
+    model, rewritten, left = rewrite_multihead_attention(model, input_shapes, shapes)
     notes = [f"MultiheadAttention '{name}' written in standard form, to prune its heads"
              for name in rewritten]  # fmt: skip
     notes += [f"fused Q/K/V projection '{name}' written as three, to prune its heads"
-              for name in unfuse_qkv(model, input_shapes)]  # fmt: skip
+              for name in unfuse_qkv(model, shapes)]  # fmt: skip
     return model, notes + left
 
 
-def unfuse_qkv(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> list[str]:
-    """Rewrite every fused Q/K/V projection of `model` in place; return the ones rewritten
-    (`input_shapes` size the graph inputs, to read the Reshapes' static output shapes)."""
+def _fused_candidates(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """MatMuls with a constant 2-D weight of 3 x W outputs, read by a bias Add alone whose
+    result a Reshape reads: the fused projections worth matching."""
     graph = model.graph
     readers = consumers(graph)
-    candidates = [
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    return [
         n for n in graph.node
-        if n.op_type == "MatMul" and _only_reader(readers, n.output[0], "Add") is not None
+        if n.op_type == "MatMul" and len(dims := weights.get(n.input[1], [])) == 2
+        and dims[1] % COUNT == 0 and _only_reader(readers, n.output[0], "Add") is not None
         and any(r.op_type == "Reshape" for a in readers[n.output[0]] for r in readers[a.output[0]])
     ]  # fmt: skip
-    if not candidates:
-        return []
-    shapes = static_shapes(model, input_shapes)
+
+
+def unfuse_qkv(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> list[str]:
+    """Rewrite every fused Q/K/V projection of `model` in place; return the ones rewritten
+    (`shapes`: static shapes, to read the Reshapes' outputs)."""
+    graph = model.graph
     done = []
-    for matmul in candidates:
+    for matmul in _fused_candidates(model):
         match = _match(graph, matmul, shapes)
         if match is not None:
             _rewrite(graph, matmul, *match)
@@ -66,9 +76,7 @@ def unfuse_qkv(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> li
 def _match(graph: onnx.GraphProto, matmul: onnx.NodeProto, shapes: dict):
     """(weight, bias, add, heads, size, perm, parts) of a fused projection, or None."""
     readers, inits = consumers(graph), {t.name: t for t in graph.initializer}
-    weight = inits.get(matmul.input[1])
-    if weight is None or len(weight.dims) != 2 or weight.dims[1] % PARTS:
-        return None
+    weight = inits[matmul.input[1]]
     add = _only_reader(readers, matmul.output[0], "Add")
     bias_name = add and next((i for i in add.input if i != matmul.output[0]), None)
     bias = inits.get(bias_name) if bias_name else None
@@ -76,8 +84,8 @@ def _match(graph: onnx.GraphProto, matmul: onnx.NodeProto, shapes: dict):
         return None
     reshape = _only_reader(readers, add.output[0], "Reshape")
     before, after = shapes.get(add.output[0]), reshape and shapes.get(reshape.output[0])
-    width = weight.dims[1] // PARTS
-    if not after or before is None or after[:-3] != before[:-1] or after[-3] != PARTS:
+    width = weight.dims[1] // COUNT
+    if not after or before is None or after[:-3] != before[:-1] or after[-3] != COUNT:
         return None
     heads, size = after[-2], after[-1]
     if heads * size != width:
@@ -104,7 +112,7 @@ def _parts(graph: onnx.GraphProto, readers: dict, name: str) -> list[str] | None
     for node in readers.get(name, []):
         if node.op_type == "Split" and attribute(node, "axis", 0) == 0:
             sizes = inits.get(node.input[1]) if len(node.input) > 1 else None
-            if len(node.output) != PARTS or (sizes is not None and sizes.tolist() != [1] * PARTS):
+            if len(node.output) != COUNT or (sizes is not None and sizes.tolist() != [1] * COUNT):
                 return None
             for index, output in enumerate(node.output):
                 found[index] = _squeezed(readers, inits, output)
@@ -123,9 +131,9 @@ def _parts(graph: onnx.GraphProto, readers: dict, name: str) -> list[str] | None
             found[int(index)] = node.output[0]
         else:
             return None
-    if sorted(found) != list(range(PARTS)) or None in found.values():
+    if sorted(found) != list(range(COUNT)) or None in found.values():
         return None
-    return [found[i] for i in range(PARTS)]
+    return [found[i] for i in range(COUNT)]
 
 
 def _squeezed(readers: dict, inits: dict, name: str) -> str | None:
@@ -140,29 +148,22 @@ def _squeezed(readers: dict, inits: dict, name: str) -> str | None:
 
 def _rewrite(graph: onnx.GraphProto, matmul, weight, bias, add, heads, size, perm, parts):
     """Three projections in place of the fused one; the old nodes die in cleanup."""
-    w, b = numpy_helper.to_array(weight), numpy_helper.to_array(bias)
-    width = w.shape[1] // PARTS
     leading = len(perm) - 3  # the Reshape output's axes before [3, heads, D]
-    target = np.array([0] * leading + [heads, size], np.int64)
+    base = matmul.name or matmul.output[0]
+    target = f"{base}.split"
+    tensors = {target: np.array([0] * leading + [heads, size], np.int64)}
     new_perm = [p - (p > leading) for p in perm[1:]]
     writers, order = producers(graph), {id(n): i for i, n in enumerate(graph.node)}
     position = min(order[id(writers[part])] for part in parts)  # before the first part's use
-    nodes, base = [], matmul.name or matmul.output[0]
-    for index, (part, output) in enumerate(zip("qkv", parts, strict=True)):
-        prefix = f"{base}.{part}"
-        columns = slice(index * width, (index + 1) * width)
-        for name, value in ((f"{prefix}.weight", w[:, columns]), (f"{prefix}.bias", b[columns]),
-                            (f"{prefix}.shape", target)):  # fmt: skip
-            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        steps = [
-            ("MatMul", [matmul.input[0], f"{prefix}.weight"], f"{prefix}.mm", prefix, {}),
-            ("Add", [f"{prefix}.mm", f"{prefix}.bias"], f"{prefix}.biased", f"{prefix}.add", {}),
-            ("Reshape", [f"{prefix}.biased", f"{prefix}.shape"], f"{prefix}.heads",
-             f"{prefix}.reshape", {}),
-            ("Transpose", [f"{prefix}.heads"], output, f"{prefix}.perm", {"perm": new_perm}),
-        ]  # fmt: skip
-        nodes += [helper.make_node(op, ins, [out], name=name, **attrs)
-                  for op, ins, out, name, attrs in steps]  # fmt: skip
+    nodes = []
+    for part, output in zip(PARTS, parts, strict=True):
+        projected, cut = projection_part(
+            base, matmul.input[0], (weight.name, numpy_helper.to_array(weight)),
+            (bias.name, numpy_helper.to_array(bias)), part, (target, new_perm), output,
+        )  # fmt: skip
+        nodes += projected
+        tensors.update(cut)
+    add_initializers(graph, tensors)
     for node in graph.node:  # the parts' old producers stop writing them
         for slot, name in enumerate(node.output):
             if name in parts:

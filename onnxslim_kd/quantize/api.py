@@ -224,10 +224,16 @@ def _verified(
 
 def _untimed_choice(built: dict) -> tuple[onnx.ModelProto, QuantizeSummary]:
     """Without timing: the first scheme (static before dynamic) that meets the budget."""
-    within = [name for name, (_, summary) in built.items() if summary.budget_met is not False]
-    quantized, summary = built[(within or list(built))[0]]
+    quantized, summary = built[_eligible(built)[0]]
     summary.schemes = _scheme_records(built)
     return quantized, summary
+
+
+def _eligible(built: dict) -> list[str]:
+    """The schemes that met the budget (or were not measured against one); all of them
+    when none did, to return the closest."""
+    within = [name for name, (_, summary) in built.items() if summary.budget_met is not False]
+    return within or list(built)
 
 
 def _scheme_records(built: dict, speedups: dict[str, float] | None = None) -> dict:
@@ -304,8 +310,7 @@ def _latency_gate(
         runs=options.bench_runs,
     )
     speedups = {lat.label: lat.speedup for lat in timing.latencies[1:]}
-    within = [n for n, (_, summary) in built.items() if summary.budget_met is not False]
-    chosen = max(within or list(built), key=speedups.__getitem__)
+    chosen = max(_eligible(built), key=speedups.__getitem__)
     quantized, summary = built[chosen]
     record = timing.as_dict()
     fp32, timed = record["models"][0], record["models"][1 + list(built).index(chosen)]
