@@ -67,6 +67,10 @@ class Analysis:
         shape = self.shape(name)
         return None if shape is None else len(shape)
 
+    def node_index(self, output: str) -> int:
+        """Position in the graph of the node writing tensor `output`."""
+        return next(i for i, n in enumerate(self.graph.node) if output in n.output)
+
     def measured(self, name: str) -> np.ndarray | None:
         """A size tensor computed at run time (an Expand target), read off one run."""
         return measured_values(self.model, self.input_shapes, [name]).get(name)

@@ -62,6 +62,6 @@ class FrozenSize(Rule):
 
 def freeze(an: Analysis, gather: onnx.NodeProto, count: int) -> None:
     """Freeze the channel count `count` a Gather takes off a tensor."""
-    index = next(i for i, n in enumerate(an.graph.node) if n is gather)
+    index = an.node_index(gather.output[0])
     value = np.full(np.shape(an.const(gather.input[1])), count, np.int64)
     an.edit(FrozenSize(gather.output[0], value), index)

@@ -82,7 +82,7 @@ def _sliced_constant(an: Analysis, index: int, position: int, layout: Layout) ->
         axis = layout.axis - (layout.rank - len(target)) if target is not None else -1
         if axis < 0 or target[axis] != 1:
             return False
-        index, position = _node_index(an, writer.output[0]), 0
+        index, position = an.node_index(writer.output[0]), 0
         name = writer.input[0]
     value = an.const(name)
     if value is None:
@@ -315,7 +315,7 @@ def _channel_entry(
     channel count is static: x.view(b, t, x.size(2)) merging heads back). A Concat several
     Reshapes read (the dynamo exporter shares Q, K and V's) is rewritten once for all, so
     `couple_shared_targets` ties their channels. None otherwise."""
-    index = _node_index(an, node.output[0])
+    index = an.node_index(node.output[0])
     target = an.const(node.input[1])
     if target is not None:
         return (index, 1), position, target
@@ -337,13 +337,9 @@ def _channel_entry(
                 value = np.array([after[position]], np.int64)
             elif value is None:
                 return None
-            return (_node_index(an, writer.output[0]), piece_index), position - offset, value
+            return (an.node_index(writer.output[0]), piece_index), position - offset, value
         offset += shape[0]
     return None
-
-
-def _node_index(an: Analysis, output: str) -> int:
-    return next(i for i, n in enumerate(an.graph.node) if output in n.output)
 
 
 class Shape(Rule):
