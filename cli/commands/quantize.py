@@ -71,6 +71,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "faster within the budget (auto)",
     )  # fmt: skip
     parser.add_argument(
+        "--no-bias-correction", dest="bias_correction", action="store_false",
+        help="keep onnxruntime's INT32 biases as rounded (default: each quantized Conv/Gemm "
+        "bias is shifted by the mean error its INT8 weights put on its output, measured on "
+        "the calibration data)",
+    )  # fmt: skip
+    parser.add_argument(
         "--target-cpu",
         choices=QUANTIZE_TARGETS,
         help="data types for this CPU instead of the detected one",

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         bench_batch=args.bench_batch,
         threads=args.threads,
         mode=args.mode,
+        bias_correction=args.bias_correction,
     )
     data = data_from(args, model, args.data)
     # all of it: --samples sizes the calibration subset only
@@ -66,7 +67,21 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         ("data types", formats[summary.scheme]),
         ("calibration", f"{calibration['method']}, {calibration['samples']} samples"),
         ("kept in FP32", _kept(summary)),
+        ("bias correction", _correction(summary)),
     ]
+
+
+def _correction(summary: QuantizeSummary) -> str:
+    record = summary.bias_correction
+    if record is None:
+        return "not used (dynamic INT8)" if summary.scheme == "dynamic" else "off"
+    if not record["corrected"]:
+        return "no quantized Conv/Gemm has a bias"
+    return (
+        f"{record['corrected']} layers, {record['samples']} samples: mean error "
+        f"{record['relative_mean_error_before']:.4f} -> {record['relative_mean_error_after']:.4f}"
+        " of the channels' spread"
+    )
 
 
 def _kept(summary: QuantizeSummary) -> str:

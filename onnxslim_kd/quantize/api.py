@@ -21,6 +21,7 @@ from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.graph.walk import clone
 from onnxslim_kd.progress import report
+from onnxslim_kd.quantize.bias import BiasCorrection, apply_shifts, bias_shifts
 from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
 from onnxslim_kd.quantize.coverage import coverage_of
@@ -54,6 +55,7 @@ class QuantizeOptions:
     bench_batch: int | None = None  # samples per timed run (None: 1; compress: its own)
     threads: int | None = None
     mode: str = "auto"  # static (QDQ), dynamic (MatMul), or auto: both where MatMuls weigh
+    bias_correction: bool = True  # shift static INT8 biases by the measured mean error
 
     def __post_init__(self) -> None:
         if self.mode not in QUANTIZE_MODES:
@@ -94,6 +96,7 @@ class QuantizeSummary:
     warnings: list[str] = field(default_factory=list)
     scheme: str = "static"  # static QDQ, or dynamic MatMul (see quantize/dynamic.py)
     schemes: dict[str, dict] = field(default_factory=dict)  # every scheme tried, measured
+    bias_correction: dict | None = None  # quantize/bias.py's record (static scheme)
 
     @property
     def budget_met(self) -> bool | None:
@@ -152,13 +155,21 @@ def quantize_model(
         joins = mismatched_joins(prepared, calibrated_spans(ranges))
         excluded = {**excluded, **{n: why for n, why in joins.items() if n not in excluded}}
 
-        def static(
+        def uncorrected(
             *, exclude: Sequence[str] = (), only: list[str] | None = None
         ) -> onnx.ModelProto:
             return build(
                 prepared_path, ranges, options.method, types, workdir,
                 exclude=[*excluded, *exclude], only=only,
             )  # fmt: skip
+
+        shifts, correction = {}, None
+        if options.bias_correction and options.mode != "dynamic":
+            shifts, correction = bias_shifts(prepared, uncorrected(), data.subset(options.samples))
+            _report_correction(correction)
+
+        def static(**kwargs: Any) -> onnx.ModelProto:
+            return apply_shifts(uncorrected(**kwargs), shifts)
 
         def dynamic(
             *, exclude: Sequence[str] = (), only: list[str] | None = None
@@ -184,6 +195,8 @@ def quantize_model(
         for scheme in _schemes(options.mode, prepared, evaluation):
             summary = replace(base, excluded=dict(base.excluded), warnings=list(warnings),
                               scheme=scheme)  # fmt: skip
+            if scheme == "static" and correction is not None:
+                summary.bias_correction = correction.as_dict()
             builder, ops = builders[scheme]
             quantized = _hold_budget(
                 prepared, builder(), builder, ops, data.subset(options.samples), evaluation,
@@ -193,6 +206,18 @@ def quantize_model(
     if options.bench_runs:
         return _latency_gate(model, built, evaluation, options)
     return _untimed_choice(built)
+
+
+def _report_correction(correction: BiasCorrection) -> None:
+    if not correction.corrected:
+        report("quantize", "bias correction: no quantized Conv/Gemm has a bias")
+        return
+    report(
+        "quantize",
+        f"bias correction: {correction.corrected} layers on {correction.samples} samples, "
+        f"mean error {correction.residual_before:.4f} -> {correction.residual_after:.4f} "
+        "of the channels' spread",
+    )
 
 
 def _schemes(mode: str, prepared: onnx.ModelProto, data: Dataset) -> list[str]:
