@@ -65,10 +65,16 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
     return [
         ("target CPU", f"{types['target']} ({origin})"),
         ("data types", formats[summary.scheme]),
-        ("calibration", f"{calibration['method']}, {calibration['samples']} samples"),
+        ("calibration", _calibrated(calibration)),
         ("kept in FP32", _kept(summary)),
         ("bias correction", _correction(summary)),
     ]
+
+
+def _calibrated(calibration: dict | None) -> str:
+    if calibration is None:
+        return "none (dynamic INT8 needs no ranges)"
+    return f"{calibration['method']}, {calibration['samples']} samples"
 
 
 def _correction(summary: QuantizeSummary) -> str:

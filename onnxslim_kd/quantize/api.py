@@ -29,7 +29,7 @@ from onnxslim_kd.quantize.dynamic import MATMUL_SHARE, build_dynamic, matmul_sha
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
-from onnxslim_kd.quantize.target import choose_data_types, detect_target
+from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from onnxslim_kd.report.budget import Builder, hold_budget
 from onnxslim_kd.report.fidelity import accuracy
 from onnxslim_kd.report.outputs import output_roles
@@ -80,7 +80,7 @@ class QuantizeSummary:
     cpu: dict
     data_types: dict
     prepare: dict
-    calibration: dict
+    calibration: dict | None  # None for dynamic INT8: no ranges are calibrated
     excluded: dict[str, str]
     coverage: dict
     sensitivity_sqnr_db: dict[str, float] = field(default_factory=dict)
@@ -141,35 +141,25 @@ def quantize_model(
             "prediction misses it and sends layers back to FP32; --eval-data with at least "
             f"{round(1 / options.budget)} samples measures it finely"
         )
+    schemes = _schemes(options.mode, prepared, evaluation)
     with tempfile.TemporaryDirectory(prefix="onnxslim-kd-quantize-") as tmp:
         workdir = Path(tmp)
-        started = time.perf_counter()
-        ranges, calibration = calibrate(
-            prepared, data, workdir, method=options.method, samples=options.samples,
-            memory_mb=options.max_calib_memory_mb,
-        )  # fmt: skip
-        seconds = time.perf_counter() - started
-        report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
-               f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
         prepared_path = save(prepared, workdir / "prepared.onnx")
-        joins = mismatched_joins(prepared, calibrated_spans(ranges))
-        excluded = {**excluded, **{n: why for n, why in joins.items() if n not in excluded}}
-
-        def uncorrected(
-            *, exclude: Sequence[str] = (), only: list[str] | None = None
-        ) -> onnx.ModelProto:
-            return build(
-                prepared_path, ranges, options.method, types, workdir,
-                exclude=[*excluded, *exclude], only=only,
-            )  # fmt: skip
-
-        shifts, correction = {}, None
-        if options.bias_correction and options.mode != "dynamic":
-            shifts, correction = bias_shifts(prepared, uncorrected(), data.subset(options.samples))
-            _report_correction(correction)
-
-        def static(**kwargs: Any) -> onnx.ModelProto:
-            return apply_shifts(uncorrected(**kwargs), shifts)
+        base = QuantizeSummary(
+            cpu=cpu_info(),
+            data_types=types.as_dict(),
+            prepare=prepare_report.as_dict(),
+            calibration=None,
+            excluded=dict(excluded),  # the static builder adds the joins it keeps float
+            coverage={},
+            evaluated_on=evaluated_on,
+            budget_source="default floor" if options.max_drop is None else "--max-drop",
+            warnings=warnings,
+        )
+        builders: dict[str, tuple[Builder, frozenset[str] | set[str]]] = {}
+        if "static" in schemes:
+            builders["static"] = (_static_builder(prepared, data, workdir, types, options, base),
+                                  COMPUTE_OPS)  # fmt: skip
 
         def dynamic(
             *, exclude: Sequence[str] = (), only: list[str] | None = None
@@ -178,25 +168,14 @@ def quantize_model(
                 prepared_path, types, workdir, exclude=[*excluded, *exclude], only=only
             )
 
-        base = QuantizeSummary(
-            cpu=cpu_info(),
-            data_types=types.as_dict(),
-            prepare=prepare_report.as_dict(),
-            calibration=calibration.as_dict(),
-            excluded=excluded,
-            coverage={},
-            evaluated_on=evaluated_on,
-            budget_source="default floor" if options.max_drop is None else "--max-drop",
-            joins_kept_float=joins,
-            warnings=warnings,
-        )
-        builders = {"static": (static, COMPUTE_OPS), "dynamic": (dynamic, {"MatMul"})}
+        builders["dynamic"] = (dynamic, {"MatMul"})
         built = {}
-        for scheme in _schemes(options.mode, prepared, evaluation):
+        for scheme in schemes:
             summary = replace(base, excluded=dict(base.excluded), warnings=list(warnings),
                               scheme=scheme)  # fmt: skip
-            if scheme == "static" and correction is not None:
-                summary.bias_correction = correction.as_dict()
+            if scheme == "dynamic":  # no ranges: activations are quantized at run time
+                summary.calibration, summary.bias_correction = None, None
+                summary.excluded, summary.joins_kept_float = dict(excluded), {}
             builder, ops = builders[scheme]
             quantized = _hold_budget(
                 prepared, builder(), builder, ops, data.subset(options.samples), evaluation,
@@ -206,6 +185,46 @@ def quantize_model(
     if options.bench_runs:
         return _latency_gate(model, built, evaluation, options)
     return _untimed_choice(built)
+
+
+def _static_builder(
+    prepared: onnx.ModelProto, data: Dataset, workdir: Path, types: DataTypes,
+    options: QuantizeOptions, summary: QuantizeSummary,
+) -> Builder:  # fmt: skip
+    """Calibrate, keep mismatched joins float, measure the bias correction; the builder of
+    static QDQ models from those (what was done is recorded in `summary`)."""
+    started = time.perf_counter()
+    ranges, calibration = calibrate(
+        prepared, data, workdir, method=options.method, samples=options.samples,
+        memory_mb=options.max_calib_memory_mb,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
+           f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
+    summary.calibration = calibration.as_dict()
+    summary.joins_kept_float = mismatched_joins(prepared, calibrated_spans(ranges))
+    for name, why in summary.joins_kept_float.items():
+        summary.excluded.setdefault(name, why)
+    prepared_path, excluded = workdir / "prepared.onnx", list(summary.excluded)
+
+    def uncorrected(
+        *, exclude: Sequence[str] = (), only: list[str] | None = None
+    ) -> onnx.ModelProto:
+        return build(
+            prepared_path, ranges, options.method, types, workdir,
+            exclude=[*excluded, *exclude], only=only,
+        )  # fmt: skip
+
+    if not options.bias_correction:
+        return uncorrected
+    shifts, correction = bias_shifts(prepared, uncorrected(), data.subset(options.samples))
+    _report_correction(correction)
+    summary.bias_correction = correction.as_dict()
+
+    def corrected(**kwargs: Any) -> onnx.ModelProto:
+        return apply_shifts(uncorrected(**kwargs), shifts)
+
+    return corrected
 
 
 def _report_correction(correction: BiasCorrection) -> None:
