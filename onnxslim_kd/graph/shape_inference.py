@@ -41,10 +41,14 @@ def reinfer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """onnx shape inference (data propagation on) over the weight-free skeleton."""
+    return list(inferred_graph(model).value_info)
+
+
+def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The weight-free skeleton's graph after onnx shape inference (data propagation on):
+    its value_info, and the graph outputs' inferred shapes."""
     light = skeleton(model)
-    return list(
-        onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True).graph.value_info
-    )
+    return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True).graph
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -23,14 +23,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxslim_kd.data import random_data
 from onnxslim_kd.graph.cleanup import cleanup
-from onnxslim_kd.graph.session import make_session
+from onnxslim_kd.graph.equivalence import mismatch, reference_runs
 from onnxslim_kd.graph.walk import attribute, clone, consumers, producers
 from onnxslim_kd.prune.projections import PARTS, add_initializers, projection_part
 
-#: Largest relative output difference a rewrite may make (float reassociation only).
-TOLERANCE = 1e-4
 #: Nodes searched from the in-projection to its Softmax and out-projection.
 REACH = 80
 
@@ -50,8 +47,11 @@ def rewrite_multihead_attention(
         reason = _rewrite(trial, matmul, shapes)
         if reason is None:
             cleanup(trial.graph)
-            reference = reference or _reference_runs(model, input_shapes)
-            reason = _differs(trial, reference)
+            reference = reference or reference_runs(model, input_shapes)
+            failure = mismatch(trial, reference)
+            if failure is not None:
+                unlike = " (a mask or another op)" if failure == "computes other values" else ""
+                reason = f"the standard form {failure}{unlike}"
         if reason is None:
             model = trial
             done.append(name)
@@ -208,35 +208,3 @@ def _standard_form(base: str, x: str, sources: dict, heads: int, output: str):
     nodes.append(helper.make_node("Add", [projected, out_bias], [output],
                                   name=f"{base}.out.add"))  # fmt: skip
     return nodes, tensors
-
-
-def _reference_runs(model: onnx.ModelProto, shapes: dict) -> list[tuple[dict, list]]:
-    """(feeds, outputs) of `model` on random inputs at two batch sizes."""
-    runs = []
-    for batch in (2, 3):
-        feeds = random_data(model, _batched(model, shapes, batch), seed=batch).inputs
-        runs.append((feeds, make_session(model).run(None, feeds)))
-    return runs
-
-
-def _differs(rewritten: onnx.ModelProto, reference: list[tuple[dict, list]]) -> str | None:
-    """Why `rewritten` does not compute the `reference` outputs on their feeds, or None."""
-    try:
-        session = make_session(rewritten)
-        for feeds, expected in reference:
-            for want, got in zip(expected, session.run(None, feeds), strict=True):
-                scale = float(np.abs(want).max()) or 1.0
-                if want.shape != got.shape or np.abs(want - got).max() > TOLERANCE * scale:
-                    return "the standard form computes other values (a mask or another op)"
-    except Exception as error:  # any failure to run keeps the original
-        return f"the standard form does not run ({type(error).__name__})"
-    return None
-
-
-def _batched(model: onnx.ModelProto, shapes: dict, batch: int) -> dict[str, list[int]]:
-    """`shapes` with `batch` samples in every input whose first axis is dynamic."""
-    dynamic = {
-        spec.name for spec in model.graph.input
-        if spec.type.tensor_type.shape.dim and not spec.type.tensor_type.shape.dim[0].dim_value
-    }  # fmt: skip
-    return {name: [batch, *dims[1:]] if name in dynamic else dims for name, dims in shapes.items()}
