@@ -114,7 +114,7 @@ def _export(style: str, dynamo: bool) -> onnx.ModelProto:
 @pytest.mark.parametrize(
     "style, dynamo",
     [("view", False), ("hf", False), ("sdpa", False), ("view", True), ("hf", True),
-     ("fused", False), ("fused", True), ("timm", False), ("timm", True)],
+     ("sdpa", True), ("fused", False), ("fused", True), ("timm", False), ("timm", True)],
 )  # fmt: skip
 def test_exported_attention_prunes_heads_and_keeps_dynamic_batch_and_sequence(style, dynamo):
     model = _export(style, dynamo)
@@ -132,15 +132,13 @@ def test_exported_attention_prunes_heads_and_keeps_dynamic_batch_and_sequence(st
     assert out.shape == (3, 7, 16)
 
 
-def test_dynamo_sdpa_merges_batch_and_heads_and_is_left_whole():
-    """The dynamo exporter's SDPA decomposition reshapes K to [B * heads, T, D]: the heads
-    cannot be followed through that, so they stay, with the reason; the MLP still prunes."""
+def test_dynamo_sdpa_k_transposed_through_the_merged_batch_is_one_transpose():
+    """The dynamo exporter's SDPA decomposition reshapes K to [B * heads, T, D] to transpose
+    it; written as one Transpose (verified), its heads prune like the others."""
     model = _export("sdpa", True)
-    pruned, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 16]})
-    statuses = {g.size: (g.status, g.reasons) for g in summary.groups}
-    assert statuses[4][0] == "skipped" and statuses[4][1]  # the heads, with a reason
-    assert statuses[32][0] == "pruned"
-    check(pruned)
+    _, summary = prune(model, PruneOptions(ratio=0.5), shapes={"x": [2, 5, 16]})
+    assert "1 K^T through a merged batch axis written as one Transpose" in summary.warnings
+    assert (_heads_group(summary).kept, _heads_group(summary).status) == (2, "pruned")
 
 
 def test_tied_projection_weights_stay_shared():

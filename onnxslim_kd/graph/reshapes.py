@@ -19,10 +19,8 @@ from onnx import numpy_helper
 
 from onnxslim_kd.graph.cleanup import cleanup
 from onnxslim_kd.graph.names import NameScope
-from onnxslim_kd.graph.shape_inference import inferred_graph
+from onnxslim_kd.graph.shape_inference import Dim, inferred_dims
 from onnxslim_kd.graph.walk import clone
-
-Dim = int | str | None  # a fixed size, a symbolic one, or unknown
 
 
 def constant_reshape_targets(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -30,7 +28,7 @@ def constant_reshape_targets(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     shape chains nothing else reads removed, how many targets were made constant)."""
     result = clone(model)
     graph = result.graph
-    dims = _dims(result)
+    dims = inferred_dims(result)
     constants = {t.name for t in graph.initializer}
     names = NameScope(result)
     folded = 0
@@ -71,19 +69,3 @@ def _target(data: list[Dim] | None, output: list[Dim] | None) -> list | None:
         else:
             target.append(-1)
     return target if target.count(-1) <= 1 else None
-
-
-def _dims(model: onnx.ModelProto) -> dict[str, list[Dim]]:
-    """Every tensor's inferred dimensions, graph inputs and outputs included."""
-    graph = inferred_graph(model)
-    infos = [*graph.input, *graph.value_info, *graph.output]
-    dims: dict[str, list[Dim]] = {}
-    for info in infos:
-        tensor = info.type.tensor_type
-        if not tensor.HasField("shape"):
-            continue
-        dims[info.name] = [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in tensor.shape.dim
-        ]
-    return dims

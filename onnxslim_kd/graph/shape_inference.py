@@ -51,6 +51,24 @@ def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
     return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True).graph
 
 
+Dim = int | str | None  # a fixed size, a symbolic one, or unknown
+
+
+def inferred_dims(model: onnx.ModelProto) -> dict[str, list[Dim]]:
+    """Every tensor's inferred dimensions (graph inputs and outputs included): sizes,
+    symbolic names (equal names: equal sizes, as shape inference derived them) or None."""
+    graph = inferred_graph(model)
+    dims: dict[str, list[Dim]] = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = info.type.tensor_type
+        if tensor.HasField("shape"):
+            dims[info.name] = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tensor.shape.dim
+            ]
+    return dims
+
+
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large initializers keep their name, type and dims but no bytes.
 

@@ -18,7 +18,9 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim_kd.graph.cleanup import cleanup
+from onnxslim_kd.graph.equivalence import mismatch, reference_runs
 from onnxslim_kd.graph.shape_inference import static_shapes
+from onnxslim_kd.graph.transposes import direct_transposes
 from onnxslim_kd.graph.walk import attribute, consumers, producers
 from onnxslim_kd.prune.mha import packed_projections, rewrite_multihead_attention
 from onnxslim_kd.prune.projections import PARTS, add_initializers, projection_part
@@ -32,16 +34,30 @@ def standard_attention(
 ) -> tuple[onnx.ModelProto, list[str]]:
     """`model` with its attention in the form the head rules follow: MultiheadAttention
     blocks rewritten where verified (prune/mha.py), fused Q/K/V projections written as
-    three; and a line for each change or block left as it was."""
+    three, dynamo's merged-batch K^T as one Transpose (graph/transposes.py, verified by
+    running); and a line for each change or block left as it was."""
     if not packed_projections(model) and not _fused_candidates(model):
-        return model, []
+        return _direct_transposes(model, input_shapes)
     shapes = static_shapes(model, input_shapes)  # once: each rewrite keeps the rest's shapes
     model, rewritten, left = rewrite_multihead_attention(model, input_shapes, shapes)
     notes = [f"MultiheadAttention '{name}' written in standard form, to prune its heads"
              for name in rewritten]  # fmt: skip
     notes += [f"fused Q/K/V projection '{name}' written as three, to prune its heads"
               for name in unfuse_qkv(model, shapes)]  # fmt: skip
-    return model, notes + left
+    model, direct = _direct_transposes(model, input_shapes)
+    return model, notes + direct + left
+
+
+def _direct_transposes(
+    model: onnx.ModelProto, input_shapes: dict[str, list[int]]
+) -> tuple[onnx.ModelProto, list[str]]:
+    rewritten, count = direct_transposes(model)
+    if not count:
+        return model, []
+    failure = mismatch(rewritten, reference_runs(model, input_shapes))
+    if failure is not None:
+        return model, [f"K^T through a merged batch axis left as exported: one Transpose {failure}"]
+    return rewritten, [f"{count} K^T through a merged batch axis written as one Transpose"]
 
 
 def _fused_candidates(model: onnx.ModelProto) -> list[onnx.NodeProto]:
