@@ -9,10 +9,12 @@ batch 1 (2 threads), the speed-up being the ratio of medians; a row with the ori
 Reshape targets made constant (what prune does after pruning) shows what that alone is
 worth.
 
-With `--vit-b-16`: torchvision's vit_b_16 (random weights, legacy export from
-samples/zoo/export.py, batch 1) at ratios 0.25 and 0.5, timed interleaved the same way.
+With `--vit-b-16`: torchvision's vit_b_16 (random weights, `--exporter` legacy or dynamo
+export from samples/zoo/export.py, batch 1) at ratios 0.25 and 0.5, timed interleaved the
+same way.
 
-    python benchmarks/prune/vit.py [--runs 200] [--threads 2] [--json out.json] [--vit-b-16]
+    python benchmarks/prune/vit.py [--runs 200] [--threads 2] [--json out.json]
+        [--vit-b-16 [--exporter dynamo]]
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ RATIOS = (0.25, 0.5, 0.75)
 BATCH = 32
 
 
-def vit_b_16(threads: int, runs: int) -> dict:
-    """MACs and latency of torchvision's vit_b_16 pruned at RATIOS[:2], interleaved."""
+def vit_b_16(threads: int, runs: int, exporter: str) -> dict:
+    """MACs and latency of torchvision's vit_b_16 (`exporter`'s export) pruned at
+    RATIOS[:2], interleaved."""
     spec = importlib.util.spec_from_file_location("zoo_export", ROOT / "samples/zoo/export.py")
     zoo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo)
-    model = load(zoo.ensure_exported("vit_b_16", "legacy"))
+    model = load(zoo.ensure_exported("vit_b_16", exporter))
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224), np.float32)}
     rows = [{"setting": "original", "macs": None, "params": None}]
     versions = [("original", model, feeds)]
@@ -70,7 +73,7 @@ def vit_b_16(threads: int, runs: int) -> dict:
           "" if r["params"] is None else f"{r['params']:.2f}x", f"{r['p50_ms']:.1f}",
           f"{r['speedup']:.2f}x"] for r in rows],
     ))  # fmt: skip
-    return {"rows": rows, "bench": result.as_dict()}
+    return {"rows": rows, "bench": result.as_dict(), "exporter": exporter}
 
 
 def main() -> None:
@@ -79,10 +82,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=HERE / "vit_results.json")
     parser.add_argument("--vit-b-16", action="store_true")
+    parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy",
+                        help="the vit_b_16 export (--vit-b-16 only)")  # fmt: skip
     args = parser.parse_args()
     if args.vit_b_16:
-        record = vit_b_16(args.threads, max(args.runs // 10, 10))
-        path = args.json.with_name("vit_b_16_results.json")
+        record = vit_b_16(args.threads, max(args.runs // 10, 10), args.exporter)
+        suffix = "" if args.exporter == "legacy" else f"_{args.exporter}"
+        path = args.json.with_name(f"vit_b_16{suffix}_results.json")
         path.write_text(json.dumps(record, indent=1, default=_plain) + "\n")
         return
     model = load(ROOT / "samples/vit_digits/model.onnx")
