@@ -14,6 +14,7 @@ from onnxslim_kd.graph.validate import run
 from onnxslim_kd.quantize import bias
 from onnxslim_kd.quantize.api import QuantizeOptions, quantize_model
 from onnxslim_kd.quantize.prepare import prepare
+from onnxslim_kd.quantize.statistics import channel_statistics
 from tests.builders import make_model
 
 UNTIMED = {"bench_runs": 0, "max_drop": 1.0, "min_sqnr": -100.0}
@@ -73,9 +74,9 @@ def test_each_shift_is_the_weight_rounding_error_on_the_layers_own_input():
     for layer, weight, bias_name in (("conv1", "w1", "b1"), ("conv2", "w2", "b2")):
         conv = next(n for n in quantized.graph.node if n.name == layer)
         seen = producers[conv.input[0]].output[0]  # the DequantizeLinear feeding the layer
-        means, _ = bias.channel_statistics(quantized, {"x": seen}, data.subset(bias.BIAS_SAMPLES))
+        stats = channel_statistics(quantized, {"x": seen}, data.subset(bias.BIAS_SAMPLES))
         error = (weights[weight] - _dequantized(quantized, layer, 1))[:, :, 0, 0]
-        expected = error @ means["x"] + weights[bias_name] - _dequantized(quantized, layer, 2)
+        expected = error @ stats["x"].mean + weights[bias_name] - _dequantized(quantized, layer, 2)
         assert np.abs(expected).max() > 1e-4  # the rounding does move the means
         np.testing.assert_allclose(shifts[layer], expected, rtol=1e-3, atol=1e-6)
 

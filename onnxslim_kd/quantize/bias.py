@@ -25,8 +25,8 @@ from onnx import numpy_helper
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
-from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.graph.walk import clone
+from onnxslim_kd.quantize.statistics import channel_statistics, whole_batches
 
 #: Layers whose output channel axis is 1 and whose bias is their third input.
 CORRECTED_OPS = frozenset({"Conv", "Gemm"})
@@ -34,7 +34,6 @@ CORRECTED_OPS = frozenset({"Conv", "Gemm"})
 DEFAULT_ROUNDS = 1
 #: Calibration samples the means are measured on.
 BIAS_SAMPLES = 64
-_BATCH = 16
 
 
 @dataclass
@@ -102,21 +101,23 @@ def bias_shifts(
     record = BiasCorrection(without_bias=unbiased_layers(quantized), rounds=rounds)
     if not layers:
         return {}, record
-    data = _whole_batches(data.subset(BIAS_SAMPLES), fixed_batch(reference))
+    data = whole_batches(data.subset(BIAS_SAMPLES), fixed_batch(reference))
     record.samples = len(data)
     float_nodes = {n.name: n for n in reference.graph.node if n.name in layers}
-    target, spread = channel_statistics(
+    float_stats = channel_statistics(
         reference, {name: node.output[0] for name, node in float_nodes.items()}, data
     )
+    target = {name: stats.mean for name, stats in float_stats.items()}
+    spread = {name: stats.std for name, stats in float_stats.items()}
     shifts = {name: np.zeros_like(target[name]) for name in float_nodes}
     outputs = {name: layers[name][0] for name in float_nodes}
     for step in range(rounds):
         shadowed, shadows = with_float_shadows(apply_shifts(quantized, shifts), reference)
-        means, _ = channel_statistics(shadowed, {**outputs, **shadows}, data)
+        means = _means(shadowed, {**outputs, **shadows}, data)
         if step == 0:
             record.residual_before = _relative_error(target, means, spread)
         shifts = {name: shifts[name] + means[SHADOW + name] - means[name] for name in shifts}
-    means, _ = channel_statistics(apply_shifts(quantized, shifts), outputs, data)
+    means = _means(apply_shifts(quantized, shifts), outputs, data)
     record.residual_after = _relative_error(target, means, spread)
     record.corrected = len(shifts)
     return shifts, record
@@ -189,40 +190,8 @@ def apply_shifts(quantized: onnx.ModelProto, shifts: dict[str, np.ndarray]) -> o
     return result
 
 
-def channel_statistics(
-    model: onnx.ModelProto, tensors: dict[str, str], data: Dataset
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-channel (axis 1) mean and standard deviation over `data` of each tensor in
-    `tensors` (key -> tensor name), by key."""
-    names = list(dict.fromkeys(tensors.values()))
-    exposed = clone(model)
-    present = {o.name for o in exposed.graph.output}
-    exposed.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
-    session = make_session(exposed)
-    sums: dict[str, np.ndarray] = {}
-    squares: dict[str, np.ndarray] = {}
-    counts = dict.fromkeys(names, 0)
-    for feeds in data.batches(fixed_batch(model) or _BATCH):
-        for name, value in zip(names, session.run(names, feeds), strict=True):
-            others = tuple(axis for axis in range(value.ndim) if axis != 1)
-            sums[name] = sums.get(name, 0) + value.sum(axis=others, dtype=np.float64)
-            squares[name] = squares.get(name, 0) + np.square(value).sum(
-                axis=others, dtype=np.float64
-            )
-            counts[name] += value.size // value.shape[1]
-    means = {key: sums[n] / counts[n] for key, n in tensors.items()}
-    spread = {
-        key: np.sqrt(np.maximum(squares[n] / counts[n] - means[key] ** 2, 0))
-        for key, n in tensors.items()
-    }
-    return means, spread
-
-
-def _whole_batches(data: Dataset, fixed: int | None) -> Dataset:
-    """`data` cut to a multiple of a fixed batch size (the model takes no other)."""
-    if not fixed or len(data) % fixed == 0:
-        return data
-    return data.subset(max(fixed, len(data) - len(data) % fixed))
+def _means(model: onnx.ModelProto, tensors: dict[str, str], data: Dataset) -> dict:
+    return {key: stats.mean for key, stats in channel_statistics(model, tensors, data).items()}
 
 
 def _rounded(value: float | None) -> float | None:
