@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         mode=args.mode,
         bias_correction=args.bias_correction,
+        smooth_quant=args.smooth_quant,
     )
     data = data_from(args, model, args.data)
     # all of it: --samples sizes the calibration subset only
@@ -68,7 +69,17 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         ("calibration", _calibrated(calibration)),
         ("kept in FP32", _kept(summary)),
         ("bias correction", _correction(summary)),
+        ("SmoothQuant", _smoothing(summary.smoothing)),
     ]
+
+
+def _smoothing(record: dict | None) -> str:
+    if record is None:
+        return "off"
+    return (
+        f"alpha {record['alpha']}: {len(record['layer_norms'])} LayerNorms, largest / median "
+        f"channel range {record['outlier_ratio_before']} -> {record['outlier_ratio_after']}"
+    )
 
 
 def _calibrated(calibration: dict | None) -> str:

@@ -29,6 +29,7 @@ from onnxslim_kd.quantize.dynamic import MATMUL_SHARE, build_dynamic, matmul_sha
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
+from onnxslim_kd.quantize.smooth import smooth
 from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from onnxslim_kd.report.budget import Builder, hold_budget
 from onnxslim_kd.report.fidelity import accuracy
@@ -56,6 +57,7 @@ class QuantizeOptions:
     threads: int | None = None
     mode: str = "auto"  # static (QDQ), dynamic (MatMul), or auto: both where MatMuls weigh
     bias_correction: bool = True  # shift static INT8 biases by the measured mean error
+    smooth_quant: float | None = None  # SmoothQuant's alpha after LayerNorms (None: off)
 
     def __post_init__(self) -> None:
         if self.mode not in QUANTIZE_MODES:
@@ -65,6 +67,8 @@ class QuantizeOptions:
             raise InputError(f"--max-drop {max_drop_error(self.max_drop)}")
         if self.bench_runs < 0:
             raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
+        if self.smooth_quant is not None and not 0 < self.smooth_quant < 1:
+            raise InputError(f"--smooth-quant must be in (0, 1), got {self.smooth_quant}")
         if self.bench_batch is not None and self.bench_batch < 1:
             raise InputError(f"--bench-batch must be >= 1, got {self.bench_batch}")
 
@@ -97,6 +101,7 @@ class QuantizeSummary:
     scheme: str = "static"  # static QDQ, or dynamic MatMul (see quantize/dynamic.py)
     schemes: dict[str, dict] = field(default_factory=dict)  # every scheme tried, measured
     bias_correction: dict | None = None  # quantize/bias.py's record (static scheme)
+    smoothing: dict | None = None  # quantize/smooth.py's record, with --smooth-quant
 
     @property
     def budget_met(self) -> bool | None:
@@ -123,6 +128,11 @@ def quantize_model(
     options = options or QuantizeOptions()
     data, eval_data, evaluated_on = _held_out(data, eval_data)
     prepared, prepare_report = prepare(model)
+    smoothing = None
+    if options.smooth_quant is not None:
+        prepared, smoothing = smooth(prepared, data.subset(options.samples), options.smooth_quant)
+        report("quantize", f"SmoothQuant (alpha {options.smooth_quant}): "
+               f"{len(smoothing.layers)} LayerNorms smoothed")  # fmt: skip
     types = choose_data_types(options.target_cpu, options.per_channel)
     excluded = resolve_exclusions(prepared, options.exclude)
     evaluation = eval_data if eval_data is not None else data
@@ -153,6 +163,7 @@ def quantize_model(
             excluded=dict(excluded),  # the static builder adds the joins it keeps float
             coverage={},
             evaluated_on=evaluated_on,
+            smoothing=None if smoothing is None else smoothing.as_dict(),
             budget_source="default floor" if options.max_drop is None else "--max-drop",
             warnings=warnings,
         )
