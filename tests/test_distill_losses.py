@@ -185,3 +185,28 @@ def test_attn_without_attention_in_the_graph_is_refused(digits):
     train = load_data(digits / "train.npz", teacher, samples=64)
     with pytest.raises(InputError, match="the attn loss needs attention probabilities"):
         distill(teacher, [teacher], train, options=DistillOptions(epochs=1, loss="attn"))
+
+
+def test_hint_matches_every_residual_stream_of_a_width_pruned_vit_through_adapters(vit_digits):
+    """Each block's residual Adds give [B, T, C] hidden states; with the residual width
+    pruned (64 -> 32) the hint loss bridges them with 1x1 adapters and trains."""
+    torch.set_num_threads(2)
+    teacher = load(vit_digits / "model.onnx")
+    student, _ = prune(teacher, PruneOptions(ratio=0.5, prune_norms=True))
+    feeds = {"input": torch.from_numpy(random_data(teacher, batch=2).inputs["input"])}
+    plan = plan_features(GraphModule(student), GraphModule(teacher), feeds, [])
+    residual = [n.output[0] for n in teacher.graph.node
+                if n.op_type == "Add" and n.name.endswith(("/Add", "/Add_1"))
+                and "/blocks/" in n.name and n.name.count("/") == 3]  # fmt: skip
+    tokens = [pair for pair in plan.maps if pair[0] in residual]
+    assert len(residual) == 8 and tokens == [(name, name) for name in residual]
+    assert {plan.channels[plan.maps.index(pair)] for pair in tokens} == {(32, 64)}
+    train = load_data(vit_digits.parent / "digits/train.npz", teacher, samples=128)
+    options = DistillOptions(epochs=2, batch=32, loss="kd:1,hint:1", augment_shift=0,
+                             val_fraction=0.0)  # fmt: skip
+    _, summary = distill(student, [teacher], train, options=options)
+    losses = [epoch["loss"] for epoch in summary["training"]["history"]]
+    assert all(math.isfinite(value) for value in losses) and losses[-1] < losses[0]
+    assert [list(pair) for pair in tokens] == [
+        pair for pair in summary["features"]["maps"] if pair[0] in residual
+    ]

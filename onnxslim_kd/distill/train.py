@@ -22,7 +22,7 @@ from onnxslim_kd.distill.augment import augment
 from onnxslim_kd.distill.checkpoint import TrainCheckpoint
 from onnxslim_kd.distill.distributed import World
 from onnxslim_kd.distill.executor import GraphModule, to_torch
-from onnxslim_kd.distill.features import FeaturePlan
+from onnxslim_kd.distill.features import FeaturePlan, as_map
 from onnxslim_kd.distill.losses import Objective, Signals
 from onnxslim_kd.distill.options import DistillOptions
 from onnxslim_kd.distill.teachers import Ensemble
@@ -351,8 +351,8 @@ def _signals(student, teachers, plan, train, index, objective, options) -> Signa
         },
         probabilities=teachers.probability_outputs,
         teacher_others={name: value.mean(dim=0) for name, value in teacher_others.items()},
-        student_maps=[s_values[s] for s, _ in maps],
-        teacher_maps=[t_values[t] for _, t in maps],
+        student_maps=[as_map(s_values[s]) for s, _ in maps],
+        teacher_maps=[as_map(t_values[t]) for _, t in maps],
         student_embedding=s_values[embedding[0][0]] if embedding else None,
         teacher_embedding=t_values[embedding[0][1]] if embedding else None,
         student_attention=[s_values[s] for s, _ in attention],
