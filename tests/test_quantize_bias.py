@@ -10,11 +10,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxslim_kd.data import Dataset
+from onnxslim_kd.graph.probe import probe_channels
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.quantize import bias
 from onnxslim_kd.quantize.api import QuantizeOptions, quantize_model
 from onnxslim_kd.quantize.prepare import prepare
-from onnxslim_kd.quantize.statistics import channel_statistics
 from tests.builders import make_model
 
 UNTIMED = {"bench_runs": 0, "max_drop": 1.0, "min_sqnr": -100.0}
@@ -74,9 +74,9 @@ def test_each_shift_is_the_weight_rounding_error_on_the_layers_own_input():
     for layer, weight, bias_name in (("conv1", "w1", "b1"), ("conv2", "w2", "b2")):
         conv = next(n for n in quantized.graph.node if n.name == layer)
         seen = producers[conv.input[0]].output[0]  # the DequantizeLinear feeding the layer
-        stats = channel_statistics(quantized, {"x": seen}, data.subset(bias.BIAS_SAMPLES))
+        stats = probe_channels(quantized, {seen: 1}, data.subset(bias.BIAS_SAMPLES).batches(16))
         error = (weights[weight] - _dequantized(quantized, layer, 1))[:, :, 0, 0]
-        expected = error @ stats["x"].mean + weights[bias_name] - _dequantized(quantized, layer, 2)
+        expected = error @ stats[seen].mean + weights[bias_name] - _dequantized(quantized, layer, 2)
         assert np.abs(expected).max() > 1e-4  # the rounding does move the means
         np.testing.assert_allclose(shifts[layer], expected, rtol=1e-3, atol=1e-6)
 

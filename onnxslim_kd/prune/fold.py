@@ -20,8 +20,8 @@ from onnx import numpy_helper
 from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.probe import probe_channels
 from onnxslim_kd.graph.walk import attribute
-from onnxslim_kd.prune.activations import probe_channels
 from onnxslim_kd.prune.analysis import Analysis, ParamSlice
 from onnxslim_kd.prune.budget import keep_lookup
 from onnxslim_kd.prune.layout import Layout, kept_positions
@@ -96,7 +96,7 @@ def _input_statistics(
     """Mean, min and max of every position along each consumer input's channel axis."""
     axes = {an.graph.node[i].input[0]: source.axis for i, source in consumers.items()}
     stats = probe_channels(an.model, axes, _feeds(an, shapes, data))
-    return {n: (s.total / s.count, s.low, s.high) for n, s in stats.items()}
+    return {n: (s.mean, s.low, s.high) for n, s in stats.items()}
 
 
 def _feeds(an: Analysis, shapes: dict, data: Dataset | None) -> Iterator[dict]:

@@ -21,8 +21,8 @@ from onnx import numpy_helper
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
+from onnxslim_kd.graph.probe import probe_dataset, whole_batches
 from onnxslim_kd.graph.walk import clone, consumers
-from onnxslim_kd.quantize.statistics import channel_statistics, whole_batches
 
 #: Calibration samples the activation ranges are measured on.
 SMOOTH_SAMPLES = 64
@@ -87,12 +87,8 @@ def smooth(
         return model, record
     data = whole_batches(data.subset(SMOOTH_SAMPLES), fixed_batch(model))
     norms = {n.name: n for n in model.graph.node if n.name in groups}
-    ranges = {
-        name: stats.absmax
-        for name, stats in channel_statistics(
-            model, {name: node.output[0] for name, node in norms.items()}, data, axis=-1
-        ).items()
-    }
+    probed = probe_dataset(model, {n.output[0]: -1 for n in norms.values()}, data)
+    ranges = {name: probed[node.output[0]].absmax for name, node in norms.items()}
     result = clone(model)
     inits = {t.name: t for t in result.graph.initializer}
     before, after = [], []
