@@ -14,6 +14,8 @@ from cli.run.common import (
 from onnxslim_kd import progress
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
+from onnxslim_kd.quantize.bias import describe_correction
+from onnxslim_kd.quantize.smooth import describe_smoothing
 from onnxslim_kd.report.table import markdown_table
 
 
@@ -69,17 +71,11 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         ("calibration", _calibrated(calibration)),
         ("kept in FP32", _kept(summary)),
         ("bias correction", _correction(summary)),
-        ("SmoothQuant", _smoothing(summary.smoothing)),
+        (
+            "SmoothQuant",
+            "off" if summary.smoothing is None else describe_smoothing(summary.smoothing),
+        ),
     ]
-
-
-def _smoothing(record: dict | None) -> str:
-    if record is None:
-        return "off"
-    return (
-        f"alpha {record['alpha']}: {len(record['layer_norms'])} LayerNorms, largest / median "
-        f"channel range {record['outlier_ratio_before']} -> {record['outlier_ratio_after']}"
-    )
 
 
 def _calibrated(calibration: dict | None) -> str:
@@ -89,16 +85,9 @@ def _calibrated(calibration: dict | None) -> str:
 
 
 def _correction(summary: QuantizeSummary) -> str:
-    record = summary.bias_correction
-    if record is None:
+    if summary.bias_correction is None:
         return "not used (dynamic INT8)" if summary.scheme == "dynamic" else "off"
-    if not record["corrected"]:
-        return "no quantized Conv/Gemm has a bias"
-    return (
-        f"{record['corrected']} layers, {record['samples']} samples: mean error "
-        f"{record['relative_mean_error_before']:.4f} -> {record['relative_mean_error_after']:.4f}"
-        " of the channels' spread"
-    )
+    return describe_correction(summary.bias_correction)
 
 
 def _kept(summary: QuantizeSummary) -> str:

@@ -21,7 +21,7 @@ from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.validate import check, run
 from onnxslim_kd.graph.walk import clone
 from onnxslim_kd.progress import report
-from onnxslim_kd.quantize.bias import BiasCorrection, apply_shifts, bias_shifts
+from onnxslim_kd.quantize.bias import apply_shifts, bias_shifts, describe_correction
 from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
 from onnxslim_kd.quantize.coverage import coverage_of
@@ -29,7 +29,7 @@ from onnxslim_kd.quantize.dynamic import MATMUL_SHARE, build_dynamic, matmul_sha
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
-from onnxslim_kd.quantize.smooth import smooth
+from onnxslim_kd.quantize.smooth import describe_smoothing, smooth
 from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from onnxslim_kd.report.budget import Builder, hold_budget
 from onnxslim_kd.report.fidelity import accuracy
@@ -131,8 +131,7 @@ def quantize_model(
     smoothing = None
     if options.smooth_quant is not None:
         prepared, smoothing = smooth(prepared, data.subset(options.samples), options.smooth_quant)
-        report("quantize", f"SmoothQuant (alpha {options.smooth_quant}): "
-               f"{len(smoothing.layers)} LayerNorms smoothed")  # fmt: skip
+        report("quantize", f"SmoothQuant {describe_smoothing(smoothing.as_dict())}")
     types = choose_data_types(options.target_cpu, options.per_channel)
     excluded = resolve_exclusions(prepared, options.exclude)
     evaluation = eval_data if eval_data is not None else data
@@ -159,8 +158,8 @@ def quantize_model(
             cpu=cpu_info(),
             data_types=types.as_dict(),
             prepare=prepare_report.as_dict(),
-            calibration=None,
-            excluded=dict(excluded),  # the static builder adds the joins it keeps float
+            calibration=None,  # static INT8's fields come from _static_builder
+            excluded=excluded,
             coverage={},
             evaluated_on=evaluated_on,
             smoothing=None if smoothing is None else smoothing.as_dict(),
@@ -168,9 +167,12 @@ def quantize_model(
             warnings=warnings,
         )
         builders: dict[str, tuple[Builder, frozenset[str] | set[str]]] = {}
+        fields: dict[str, dict[str, Any]] = {"dynamic": {}}  # dynamic: no ranges to calibrate
         if "static" in schemes:
-            builders["static"] = (_static_builder(prepared, data, workdir, types, options, base),
-                                  COMPUTE_OPS)  # fmt: skip
+            static, fields["static"] = _static_builder(
+                prepared, data, workdir, types, options, excluded
+            )
+            builders["static"] = (static, COMPUTE_OPS)
 
         def dynamic(
             *, exclude: Sequence[str] = (), only: list[str] | None = None
@@ -182,11 +184,8 @@ def quantize_model(
         builders["dynamic"] = (dynamic, {"MatMul"})
         built = {}
         for scheme in schemes:
-            summary = replace(base, excluded=dict(base.excluded), warnings=list(warnings),
-                              scheme=scheme)  # fmt: skip
-            if scheme == "dynamic":  # no ranges: activations are quantized at run time
-                summary.calibration, summary.bias_correction = None, None
-                summary.excluded, summary.joins_kept_float = dict(excluded), {}
+            own = {"excluded": dict(excluded), **fields[scheme]}
+            summary = replace(base, warnings=list(warnings), scheme=scheme, **own)
             builder, ops = builders[scheme]
             quantized = _hold_budget(
                 prepared, builder(), builder, ops, data.subset(options.samples), evaluation,
@@ -200,10 +199,10 @@ def quantize_model(
 
 def _static_builder(
     prepared: onnx.ModelProto, data: Dataset, workdir: Path, types: DataTypes,
-    options: QuantizeOptions, summary: QuantizeSummary,
-) -> Builder:  # fmt: skip
-    """Calibrate, keep mismatched joins float, measure the bias correction; the builder of
-    static QDQ models from those (what was done is recorded in `summary`)."""
+    options: QuantizeOptions, excluded: dict[str, str],
+) -> tuple[Builder, dict[str, Any]]:  # fmt: skip
+    """Calibrate, keep mismatched joins float, measure the bias correction: the builder of
+    static QDQ models from those, and the summary fields that record them."""
     started = time.perf_counter()
     ranges, calibration = calibrate(
         prepared, data, workdir, method=options.method, samples=options.samples,
@@ -212,42 +211,34 @@ def _static_builder(
     seconds = time.perf_counter() - started
     report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
            f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
-    summary.calibration = calibration.as_dict()
-    summary.joins_kept_float = mismatched_joins(prepared, calibrated_spans(ranges))
-    for name, why in summary.joins_kept_float.items():
-        summary.excluded.setdefault(name, why)
-    prepared_path, excluded = workdir / "prepared.onnx", list(summary.excluded)
+    joins = mismatched_joins(prepared, calibrated_spans(ranges))
+    fields: dict[str, Any] = {
+        "calibration": calibration.as_dict(),
+        "joins_kept_float": joins,
+        "excluded": {**excluded, **{n: why for n, why in joins.items() if n not in excluded}},
+    }
+    prepared_path, kept_float = workdir / "prepared.onnx", list(fields["excluded"])
 
     def uncorrected(
         *, exclude: Sequence[str] = (), only: list[str] | None = None
     ) -> onnx.ModelProto:
         return build(
             prepared_path, ranges, options.method, types, workdir,
-            exclude=[*excluded, *exclude], only=only,
+            exclude=[*kept_float, *exclude], only=only,
         )  # fmt: skip
 
     if not options.bias_correction:
-        return uncorrected
-    shifts, correction = bias_shifts(prepared, uncorrected(), data.subset(options.samples))
-    _report_correction(correction)
-    summary.bias_correction = correction.as_dict()
+        return uncorrected, fields
+    all_int8 = uncorrected()
+    shifts, correction = bias_shifts(prepared, all_int8, data.subset(options.samples))
+    fields["bias_correction"] = correction.as_dict()
+    report("quantize", f"bias correction: {describe_correction(fields['bias_correction'])}")
 
     def corrected(**kwargs: Any) -> onnx.ModelProto:
-        return apply_shifts(uncorrected(**kwargs), shifts)
+        """The all-INT8 model is built once: bias_shifts measured on it."""
+        return apply_shifts(uncorrected(**kwargs) if kwargs else all_int8, shifts)
 
-    return corrected
-
-
-def _report_correction(correction: BiasCorrection) -> None:
-    if not correction.corrected:
-        report("quantize", "bias correction: no quantized Conv/Gemm has a bias")
-        return
-    report(
-        "quantize",
-        f"bias correction: {correction.corrected} layers on {correction.samples} samples, "
-        f"mean error {correction.residual_before:.4f} -> {correction.residual_after:.4f} "
-        "of the channels' spread",
-    )
+    return corrected, fields
 
 
 def _schemes(mode: str, prepared: onnx.ModelProto, data: Dataset) -> list[str]:

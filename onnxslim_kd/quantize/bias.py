@@ -57,6 +57,17 @@ class BiasCorrection:
         }
 
 
+def describe_correction(record: dict) -> str:
+    """One line for the log and the report table, from BiasCorrection.as_dict()."""
+    if not record["corrected"]:
+        return "no quantized Conv/Gemm has a bias"
+    return (
+        f"{record['corrected']} layers on {record['samples']} samples, mean error "
+        f"{record['relative_mean_error_before']:.4f} -> {record['relative_mean_error_after']:.4f}"
+        " of the channels' spread"
+    )
+
+
 def quantized_biases(quantized: onnx.ModelProto) -> dict[str, tuple[str, onnx.NodeProto]]:
     """Quantized Conv/Gemm layers by node name: (output tensor, the DequantizeLinear that
     feeds their INT32 bias)."""

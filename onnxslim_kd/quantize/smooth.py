@@ -49,6 +49,14 @@ class Smoothing:
         }
 
 
+def describe_smoothing(record: dict) -> str:
+    """One line for the log and the report table, from Smoothing.as_dict()."""
+    return (
+        f"alpha {record['alpha']}: {len(record['layer_norms'])} LayerNorms, largest / median "
+        f"channel range {record['outlier_ratio_before']} -> {record['outlier_ratio_after']}"
+    )
+
+
 def smoothable(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     """LayerNormalization node name -> the MatMuls reading its output, where every reader
     is a MatMul with a constant [C, N] weight and the LayerNorm's scale and bias are
