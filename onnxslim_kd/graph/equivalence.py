@@ -8,6 +8,8 @@ the caller keeps the original.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -45,6 +47,20 @@ def mismatch(rewritten: onnx.ModelProto, reference: Reference) -> str | None:
     except Exception as error:  # any failure to run keeps the original
         return f"does not run ({type(error).__name__})"
     return None
+
+
+def verified_rewrite(
+    model: onnx.ModelProto,
+    rewrite: Callable[[onnx.ModelProto], tuple[onnx.ModelProto, int]],
+    input_shapes: dict[str, list[int]],
+) -> tuple[onnx.ModelProto, int, str | None]:
+    """(`rewrite(model)` if it changed something and computes `model`'s outputs, else
+    `model`; how many places it changed, 0 when kept; how the rewrite failed, or None)."""
+    rewritten, count = rewrite(model)
+    if not count:
+        return model, 0, None
+    failure = mismatch(rewritten, reference_runs(model, input_shapes))
+    return (model, 0, failure) if failure is not None else (rewritten, count, None)
 
 
 def _batched(model: onnx.ModelProto, shapes: dict, batch: int) -> dict[str, list[int]]:

@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim_kd.graph.cleanup import cleanup
-from onnxslim_kd.graph.equivalence import mismatch, reference_runs
+from onnxslim_kd.graph.equivalence import verified_rewrite
 from onnxslim_kd.graph.shape_inference import static_shapes
 from onnxslim_kd.graph.transposes import direct_transposes
 from onnxslim_kd.graph.walk import attribute, consumers, producers
@@ -51,13 +51,12 @@ def standard_attention(
 def _direct_transposes(
     model: onnx.ModelProto, input_shapes: dict[str, list[int]]
 ) -> tuple[onnx.ModelProto, list[str]]:
-    rewritten, count = direct_transposes(model)
-    if not count:
-        return model, []
-    failure = mismatch(rewritten, reference_runs(model, input_shapes))
+    model, count, failure = verified_rewrite(model, direct_transposes, input_shapes)
     if failure is not None:
         return model, [f"K^T through a merged batch axis left as exported: one Transpose {failure}"]
-    return rewritten, [f"{count} K^T through a merged batch axis written as one Transpose"]
+    if not count:
+        return model, []
+    return model, [f"{count} K^T through a merged batch axis written as one Transpose"]
 
 
 def _fused_candidates(model: onnx.ModelProto) -> list[onnx.NodeProto]:
