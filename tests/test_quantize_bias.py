@@ -131,3 +131,18 @@ def test_the_cli_reports_bias_correction_and_turns_it_off(tmp_path, cli):
         assert (record if record is None else record["corrected"]) == expected
         row = next(line for line in result.stdout.splitlines() if "bias correction" in line)
         assert ("| off" in row) == (expected is None) and ("2 layers" in row) == bool(expected)
+
+
+def test_channels_fp32_holds_constant_are_left_out_of_the_reported_error():
+    """A Gemm seen on one sample has no spread: its error is not divided by zero."""
+    from onnxslim_kd.graph.probe import ChannelStats
+
+    def stats(values):
+        record = ChannelStats()
+        record.add(np.array(values, np.float32))
+        return record
+
+    fp32 = {"conv": stats([[1.0, 3.0]]), "gemm": stats([[2.0]])}
+    int8 = {"conv": stats([[2.0, 4.0]]), "gemm": stats([[2.5]])}
+    assert bias._relative_error(fp32, int8) == 1.0  # |3 - 2| / std 1, the Gemm left out
+    assert bias._relative_error({"gemm": fp32["gemm"]}, {"gemm": int8["gemm"]}) is None

@@ -61,6 +61,11 @@ def describe_correction(record: dict) -> str:
     """One line for the log and the report table, from BiasCorrection.as_dict()."""
     if not record["corrected"]:
         return "no quantized Conv/Gemm has a bias"
+    if record["relative_mean_error_before"] is None:
+        return (
+            f"{record['corrected']} layers on {record['samples']} samples (too few to "
+            "measure the remaining mean error)"
+        )
     return (
         f"{record['corrected']} layers on {record['samples']} samples, mean error "
         f"{record['relative_mean_error_before']:.4f} -> {record['relative_mean_error_after']:.4f}"
@@ -162,12 +167,17 @@ def with_float_shadows(
     return result, shadows
 
 
-def _relative_error(fp32: dict[str, ChannelStats], int8: dict[str, ChannelStats]) -> float:
-    """Mean over layers and channels of |INT8 mean - FP32 mean| / FP32 standard deviation."""
-    return float(np.mean([
-        np.mean(np.abs(fp32[k].mean - int8[k].mean) / np.maximum(fp32[k].std, 1e-12))
+def _relative_error(fp32: dict[str, ChannelStats], int8: dict[str, ChannelStats]) -> float | None:
+    """Mean over layers and channels of |INT8 mean - FP32 mean| / FP32 standard deviation;
+    channels FP32 holds constant (a Gemm seen on one sample) have no spread to measure
+    against and are left out (None when no channel is left)."""
+    ratios = [
+        np.abs(fp32[k].mean - int8[k].mean)[spread > 0] / spread[spread > 0]
         for k in fp32
-    ]))  # fmt: skip
+        for spread in [fp32[k].std]
+    ]
+    layers = [float(np.mean(r)) for r in ratios if r.size]
+    return float(np.mean(layers)) if layers else None
 
 
 def apply_shifts(quantized: onnx.ModelProto, shifts: dict[str, np.ndarray]) -> onnx.ModelProto:
