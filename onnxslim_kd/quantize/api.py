@@ -321,11 +321,21 @@ def _hold_budget(
     for name in summary.fallback_layers:
         summary.excluded[name] = "accuracy budget: sensitive layer kept in FP32"
     if not summary.budget["ok"]:
-        summary.warnings.append(
-            f"{summary.budget['metric']} budget not met even with "
-            f"{len(summary.fallback_layers)} layers in FP32; saved the best model found"
-        )
+        summary.warnings.append(_missed_budget(held.trail))
     return held.model
+
+
+def _missed_budget(trail: list[dict]) -> str:
+    """Why all-INT8 was saved over budget: even the attempt with the most layers in FP32
+    missed, so the loss is in what stays quantized (activations), not in those layers."""
+    most = trail[-1]
+    if most["reverted"] == 0:
+        return f"{most['metric']} budget not met ({most['output']}: {most['candidate']:.4g})"
+    return (
+        f"{most['metric']} budget not met even with all {most['reverted']} layers in FP32 "
+        f"({most['output']}: {most['candidate']:.4g}): the activations' quantization loses it; "
+        "saved all-INT8, which keeping layers in FP32 would only slow down"
+    )
 
 
 def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> dict:
