@@ -325,3 +325,29 @@ def test_the_built_in_recipe_prunes_the_residual_width_only_when_asked(cli, tmp_
     prune_pass = json.loads(result.stdout)["passes"][0]["summary"]
     embed = next(g for g in prune_pass["groups"] if g["id"] == "/patch_embed/Conv")
     assert embed["status"] == "pruned" and not embed["exact"]
+
+
+@pytest.mark.parametrize("prune_norms", [None, False])
+def test_search_prunes_the_residual_width_only_when_the_target_needs_it(vit_digits, prune_norms):
+    """Keeping the ViT's residual width, heads and MLP units stop near 0.2 of the MACs, far
+    from 50x: once no structure keeping it is left, the search times stronger ones that
+    prune it too and fine-tunes the next of them 5x longer; with prune_norms=False it stops."""
+    from onnxslim_kd.pipeline.search import search
+
+    model = sk.load(vit_digits / "model.onnx")
+    digits = vit_digits.parent / "digits"
+    train = sk.load_data(digits / "train.npz", model, samples=64)
+    test = sk.load_data(digits / "test.npz", model, samples=64)
+    found = search(model, train, test, target_speedup=50.0, max_drop=1.0, distill_epochs=1,
+                   bench_runs=10, strengths=(0.2, 0.1), downsample=(1,), max_trials=2,
+                   prune_norms=prune_norms)  # fmt: skip
+    trials = [c.label for c in found.candidates]
+    if prune_norms is False:
+        assert trials == ["MACs x0.20"] and not any(s.prune_norms for s in found.structures)
+        return
+    assert trials == ["MACs x0.20", "MACs x0.10, residual width pruned"]
+    kept, pruned = (c.structure for c in found.candidates)
+    assert pruned.macs < kept.macs and pruned.prune_norms and not kept.prune_norms
+    distill = [p for p in found.candidates[1].result.passes if p["pass"] == "distill"]
+    assert [p["options"]["epochs"] for p in distill] == [5]
+    assert found.as_dict()["structures"][-1]["prune_norms"] is True

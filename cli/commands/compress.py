@@ -15,7 +15,7 @@ from cli.commands.common import (
 )
 from cli.commands.paths import PathRoles
 from cli.commands.values import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, number
-from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS
+from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS, PRUNE_NORMS_EPOCHS
 
 #: A speed-up target is a factor over the original: above 1.
 SPEEDUP_TARGET = number(1, low_open=True)
@@ -90,10 +90,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
                         "the budget (default: exit 4)")  # fmt: skip
     parser.add_argument("--no-downsample", action="store_true",
                         help="search channel pruning only, at full resolution")  # fmt: skip
-    parser.add_argument("--prune-norms", action="store_true",
-                        help="the built-in recipe also prunes a transformer's residual width "
-                             "(the channels LayerNorms normalise); give it more "
-                             "--distill-epochs (ViT sample: 150 for 3x)")  # fmt: skip
+    parser.add_argument("--prune-norms", action=argparse.BooleanOptionalAction, default=None,
+                        help="prune a transformer's residual width (the channels LayerNorms "
+                             "normalise; lossy) always / never; default: only when a target "
+                             "search cannot reach the target without it, fine-tuning those "
+                             f"candidates {PRUNE_NORMS_EPOCHS}x --distill-epochs")  # fmt: skip
     add_shape_option(parser)
     parser.add_argument("--threads", type=POSITIVE, default=os.cpu_count(),
                         help="intra-op threads")  # fmt: skip

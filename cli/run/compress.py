@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace, work_dir: Path, searching: bool) -> int:
         if recipe is None:
             keep = None if blocker else DEFAULT_KEEP_MACS
             recipe = (
-                default_recipe(keep, args.distill_epochs, prune_norms=args.prune_norms)
+                default_recipe(keep, args.distill_epochs, prune_norms=bool(args.prune_norms))
                 if data else DEFAULT_RECIPE
             )  # fmt: skip
         run_options = dict(

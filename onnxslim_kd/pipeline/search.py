@@ -7,7 +7,10 @@ pays -> quantize) and times them all interleaved against the original in one run
 NetAdapt does with measured latency. Only then does it fine-tune: the gentlest structure
 (most MACs kept) whose measured speed-up meets the target first; while a trial misses the
 accuracy budget it backs off to gentler structures, and while one keeps the budget but
-measures slower than the target it moves to stronger ones.
+measures slower than the target it moves to stronger ones. A transformer's residual width
+(the channels LayerNorms normalise) is kept unless no structure keeping it is predicted to
+reach the target: pruning it changes the LayerNorms' statistics, so the structures that do
+are added then and fine-tune PRUNE_NORMS_EPOCHS times longer.
 Each trial runs the whole default recipe with distillation and is measured like `check`
 measures: speed-up as the ratio of interleaved medians, quality as test accuracy (or
 top-1 agreement with the original without labels).
@@ -24,7 +27,7 @@ import onnx
 
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import EVALUATION_SHARE, Dataset
-from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS
+from onnxslim_kd.defaults import DEFAULT_MIN_SQNR, MAX_TRIALS, PRUNE_NORMS_EPOCHS
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
@@ -126,18 +129,23 @@ class Structure:
     predicted: float = 0.0
     macs: int = 0
     prune_norms: bool = False  # the residual width of transformer blocks pruned too
+    epochs_factor: int = 1  # times --distill-epochs its fine-tune runs
 
     @property
     def label(self) -> str:
         channels = "no pruning" if self.keep_macs >= 1 else f"MACs x{self.keep_macs:.2f}"
+        if self.prune_norms:
+            channels += ", residual width pruned"
         return channels if self.downsample == 1 else f"1/{self.downsample} res, {channels}"
 
     def recipe(self, distill_epochs: int) -> list[dict[str, Any]]:
-        return default_recipe(self.keep_macs, distill_epochs, self.downsample, self.prune_norms)
+        epochs = distill_epochs * self.epochs_factor
+        return default_recipe(self.keep_macs, epochs, self.downsample, self.prune_norms)
 
     def as_dict(self) -> dict:
         return {"label": self.label, "keep_macs": round(self.keep_macs, 4),
                 "downsample": self.downsample, "macs": self.macs,
+                "prune_norms": self.prune_norms,
                 "predicted_speedup": round(self.predicted, 3)}  # fmt: skip
 
 
@@ -211,18 +219,22 @@ def search(
     max_trials: int = MAX_TRIALS,
     label_output: str | None = None,
     min_sqnr: float = DEFAULT_MIN_SQNR,
-    prune_norms: bool = False,
+    prune_norms: bool | None = None,
 ) -> SearchResult:
     """Time every structure untuned, then fine-tune the most promising ones; see the module
-    docstring for the order. Returns the fastest trial within budget (else the closest)."""
+    docstring for the order. Returns the fastest trial within budget (else the closest).
+
+    `prune_norms` None: a transformer's residual width is kept unless no structure keeping
+    it is predicted to reach the target; then structures pruning it are timed too, and
+    fine-tuned PRUNE_NORMS_EPOCHS times longer. True or False: always, never.
+    """
     checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
-    grid = (
-        _grid(strengths, downsample, prune_norms)
-        if distill_blocker(model) is None else [Structure(1.0)]
-    )  # fmt: skip
+    tunable = distill_blocker(model) is None
+    grid = _grid(strengths, downsample, bool(prune_norms)) if tunable else [Structure(1.0)]
     run_options = {"eval_data": eval_data, "threads": threads, "bench_batch": bench_batch,
                    "checkpoints": checkpoints}  # fmt: skip
     structures = _time_structures(model, data, grid, bench_runs, **run_options)
+    widen = prune_norms is None and tunable and _has_layer_norms(model)
     tried: list[Candidate] = []
 
     def attempt(structure: Structure) -> Candidate:
@@ -251,12 +263,40 @@ def search(
         if any(c.within_budget and c.speedup >= target_speedup for c in tried):
             break
         following = _next_trial(others, tried, target_speedup)
+        if following is None and widen:
+            widen = False
+            report("search", "no structure keeping the residual width reaches the target "
+                   f"within the budget: timing structures that prune it too (lossy, "
+                   f"fine-tuned {PRUNE_NORMS_EPOCHS}x longer)")  # fmt: skip
+            timed = {(s.downsample, s.macs) for s in structures}
+            wider = [
+                s for s in _time_structures(model, data, _wider(strengths, downsample),
+                                            bench_runs, **run_options)
+                if (s.downsample, s.macs) not in timed
+            ]  # fmt: skip
+            structures += wider
+            others += wider
+            following = _next_trial(others, tried, target_speedup)
         if following is None:
             break
         attempt(following)
     within = [c for c in tried if c.within_budget]
     chosen = max(within, key=lambda c: c.speedup) if within else min(tried, key=lambda c: c.drop)
     return SearchResult(structures, tried, chosen, bool(within), target_speedup, max_drop)
+
+
+def _has_layer_norms(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "LayerNormalization" for node in model.graph.node)
+
+
+def _wider(strengths: tuple[float, ...], downsample: tuple[int, ...]) -> list[Structure]:
+    """The grid's channel-pruning structures with the residual width pruned too, fine-tuned
+    PRUNE_NORMS_EPOCHS times longer."""
+    return [
+        Structure(s.keep_macs, s.downsample, prune_norms=True, epochs_factor=PRUNE_NORMS_EPOCHS)
+        for s in _grid(strengths, downsample, True)
+        if s.keep_macs * s.downsample**2 < 1
+    ]
 
 
 def _can_distill() -> bool:
