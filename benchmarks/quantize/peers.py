@@ -1,8 +1,14 @@
 """INT8 side by side with the peers, interleaved in one run: FP32, onnxruntime's QDQ best
-practice, NNCF's ONNX PTQ (when installed), onnxslim-kd; fidelity per model.
+practice, NNCF's ONNX PTQ and AMD Quark's ONNX quantizer (each when installed),
+onnxslim-kd; fidelity per model.
 
-Run in the benchmark environment (onnxslim-kd, nncf; no torch needed) after
-`peer_models.py` has exported the detector and the mobile nets in the test env:
+Run in the benchmark environment (onnxslim-kd, nncf, amd-quark, which pins onnx 1.22 and
+brings torch) after `peer_models.py` has exported the detector and the mobile nets in the
+test env:
+
+    python -m venv /tmp/quark && /tmp/quark/bin/pip install torch==2.13.0
+    /tmp/quark/bin/pip install amd-quark==0.13 nncf==3.4.0 onnxruntime==1.32.0 \
+        onnx-graphsurgeon scikit-learn pillow && /tmp/quark/bin/pip install --no-deps -e .
 
     python benchmarks/quantize/peers.py [--models digits,textline,detector,...]
         [--samples 128] [--runs 50] [--threads 2] [--json peers.json]
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import sys
 import tempfile
@@ -142,6 +149,17 @@ def nncf_ptq(path: Path, calib: Dataset, out: Path) -> None:
     onnx.save(quantized, str(out))
 
 
+def quark_ptq(path: Path, calib: Dataset, out: Path) -> None:
+    """AMD Quark's ONNX quantizer with its recommended CPU INT8 configuration, U8S8_AAWS
+    (QDQ, U8 activations with percentile ranges, S8 per-tensor weights, CLE)."""
+    from quark.onnx import ModelQuantizer
+    from quark.onnx.quantization.config import Config, get_default_config
+
+    config = Config(global_quant_config=get_default_config("U8S8_AAWS"))
+    reader = DatasetReader(calib, 0, len(calib), 1)
+    ModelQuantizer(config).quantize_model(str(path), str(out), reader)
+
+
 def ours(method: str) -> Callable[[Path, Dataset, Path], dict]:
     """`onnxslim-kd quantize --method METHOD`, otherwise its defaults (fidelity floor on a
     held-out fifth, speed gate)."""
@@ -155,20 +173,20 @@ def ours(method: str) -> Callable[[Path, Dataset, Path], dict]:
     return quantize
 
 
-def nncf_available() -> bool:
-    try:
-        import nncf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+#: Peer tools by label: the module that tells they are installed, and how to run them.
+PEERS = {"nncf": ("nncf", nncf_ptq), "quark": ("quark.onnx", quark_ptq)}
+
+
+def peer_available(module: str) -> bool:
+    """Whether a peer tool is installed (they live in the benchmark environment only)."""
+    return importlib.util.find_spec(module) is not None
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
     c = case(name, args.samples, args.cache)
     fp32 = load(c.path)
     tools = {"ort_qdq": ort_qdq, "ours": ours("minmax"), "ours_mse": ours("mse")}
-    if nncf_available():
-        tools["nncf"] = nncf_ptq
+    tools |= {label: tool for label, (module, tool) in PEERS.items() if peer_available(module)}
     record: dict = {"model": name, "samples": len(c.calib), "tools": {}}
     models = [("fp32", fp32)]
     reference = run(fp32, c.test)
@@ -198,7 +216,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
 
 LABELS = {"fp32": "FP32", "ort_qdq": "ORT QDQ U8S8 per-channel", "nncf": "NNCF (defaults)",
-          "ours": "onnxslim-kd (defaults)", "ours_mse": "onnxslim-kd --method mse"}  # fmt: skip
+          "quark": "Quark U8S8_AAWS", "ours": "onnxslim-kd (defaults)",
+          "ours_mse": "onnxslim-kd --method mse"}  # fmt: skip
 
 
 def table(records: list[dict]) -> str:
@@ -234,7 +253,7 @@ def main() -> None:
     print(f"\n{env['cpu']['model']} ({', '.join(env['cpu']['isa'])}), {args.threads} threads, "
           f"onnxruntime {env['onnxruntime']}, batch 1, {args.runs} interleaved runs")  # fmt: skip
     if args.json:
-        env["nncf"] = _version("nncf")
+        env["nncf"], env["amd-quark"] = _version("nncf"), _version("amd-quark")
         Path(args.json).write_text(json.dumps({"environment": env, "models": records}, indent=2))
 
 
