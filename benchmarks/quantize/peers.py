@@ -157,7 +157,8 @@ def quark_ptq(path: Path, calib: Dataset, out: Path) -> None:
 
     config = Config(global_quant_config=get_default_config("U8S8_AAWS"))
     reader = DatasetReader(calib, 0, len(calib), 1)
-    ModelQuantizer(config).quantize_model(str(path), str(out), reader)
+    with contextlib.chdir(out.parent):  # it writes quantized_info.csv there
+        ModelQuantizer(config).quantize_model(str(path), str(out), reader)
 
 
 def ours(method: str) -> Callable[[Path, Dataset, Path], dict]:
