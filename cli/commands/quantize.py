@@ -84,6 +84,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "no gain measured on the bundled samples",
     )  # fmt: skip
     parser.add_argument(
+        "--equalize", action="store_true",
+        help="cross-layer equalization: rescale each Conv -> [Relu|LeakyRelu] -> Conv pair's "
+        "channels so both weights have the same per-channel ranges (exact in float; for "
+        "per-tensor weights and uneven depthwise convs). Off by default: see "
+        "benchmarks/quantize/toggles.py --option equalize",
+    )  # fmt: skip
+    parser.add_argument(
         "--target-cpu",
         choices=QUANTIZE_TARGETS,
         help="data types for this CPU instead of the detected one",

@@ -15,6 +15,7 @@ from onnxslim_kd import progress
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
 from onnxslim_kd.quantize.bias import describe_correction
+from onnxslim_kd.quantize.equalize import describe_equalization
 from onnxslim_kd.quantize.smooth import describe_smoothing
 from onnxslim_kd.report.table import markdown_table
 
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         bias_correction=args.bias_correction,
         smooth_quant=args.smooth_quant,
+        equalize=args.equalize,
     )
     data = data_from(args, model, args.data)
     # all of it: --samples sizes the calibration subset only
@@ -74,6 +76,10 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         (
             "SmoothQuant",
             "off" if summary.smoothing is None else describe_smoothing(summary.smoothing),
+        ),
+        (
+            "equalization",
+            "off" if summary.equalization is None else describe_equalization(summary.equalization),
         ),
     ]
 

@@ -26,6 +26,7 @@ from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import DEFAULT_MEMORY_MB, DEFAULT_SAMPLES, calibrate
 from onnxslim_kd.quantize.coverage import coverage_of
 from onnxslim_kd.quantize.dynamic import MATMUL_SHARE, build_dynamic, matmul_share, weighted_matmuls
+from onnxslim_kd.quantize.equalize import describe_equalization, equalize
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
@@ -58,6 +59,7 @@ class QuantizeOptions:
     mode: str = "auto"  # static (QDQ), dynamic (MatMul), or auto: both where MatMuls weigh
     bias_correction: bool = True  # shift static INT8 biases by the measured mean error
     smooth_quant: float | None = None  # SmoothQuant's alpha after LayerNorms (None: off)
+    equalize: bool = False  # cross-layer equalization of Conv -> (Relu) -> Conv pairs
 
     def __post_init__(self) -> None:
         if self.mode not in QUANTIZE_MODES:
@@ -102,6 +104,7 @@ class QuantizeSummary:
     schemes: dict[str, dict] = field(default_factory=dict)  # every scheme tried, measured
     bias_correction: dict | None = None  # quantize/bias.py's record (static scheme)
     smoothing: dict | None = None  # quantize/smooth.py's record, with --smooth-quant
+    equalization: dict | None = None  # quantize/equalize.py's record, with --equalize
 
     @property
     def budget_met(self) -> bool | None:
@@ -128,6 +131,10 @@ def quantize_model(
     options = options or QuantizeOptions()
     data, eval_data, evaluated_on = _held_out(data, eval_data)
     prepared, prepare_report = prepare(model)
+    equalization = None
+    if options.equalize:
+        prepared, equalization = equalize(prepared)
+        report("quantize", f"equalized {describe_equalization(equalization.as_dict())}")
     smoothing = None
     if options.smooth_quant is not None:
         prepared, smoothing = smooth(prepared, data.subset(options.samples), options.smooth_quant)
@@ -163,6 +170,7 @@ def quantize_model(
             coverage={},
             evaluated_on=evaluated_on,
             smoothing=None if smoothing is None else smoothing.as_dict(),
+            equalization=None if equalization is None else equalization.as_dict(),
             budget_source="default floor" if options.max_drop is None else "--max-drop",
             warnings=warnings,
         )
