@@ -28,6 +28,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.probe import ChannelStats, probe_dataset, whole_batches
 from onnxslim_kd.graph.walk import clone, producers
+from onnxslim_kd.quantize.records import rounded
 
 #: Layers whose output channel axis is 1 and whose bias is their third input.
 CORRECTED_OPS = frozenset({"Conv", "Gemm"})
@@ -52,8 +53,8 @@ class BiasCorrection:
             "corrected": self.corrected,
             "without_bias": self.without_bias,
             "samples": self.samples,
-            "relative_mean_error_before": _rounded(self.residual_before),
-            "relative_mean_error_after": _rounded(self.residual_after),
+            "relative_mean_error_before": rounded(self.residual_before, 5),
+            "relative_mean_error_after": rounded(self.residual_after, 5),
         }
 
 
@@ -207,7 +208,3 @@ def _statistics(
     """Channel statistics (axis 1) of `tensors` (key -> tensor name), by key."""
     stats = probe_dataset(model, dict.fromkeys(tensors.values(), 1), data)
     return {key: stats[name] for key, name in tensors.items()}
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 5)

@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxslim_kd.graph.walk import attribute, clone, consumers, node_label, producers
+from onnxslim_kd.quantize.records import range_ratio, rounded
 
 #: Activations a positive per-channel scale passes through: f(x / s) = f(x) / s.
 HOMOGENEOUS_OPS = frozenset({"Relu", "LeakyRelu"})
@@ -48,8 +49,8 @@ class Equalization:
             "pairs": self.pairs,
             "skipped": self.skipped,
             "rounds": self.rounds,
-            "range_ratio_before": _rounded(self.unevenness_before),
-            "range_ratio_after": _rounded(self.unevenness_after),
+            "range_ratio_before": rounded(self.unevenness_before),
+            "range_ratio_after": rounded(self.unevenness_after),
         }
 
 
@@ -233,16 +234,8 @@ def _scaled(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
 def _unevenness(pairs: list[_Pair], arrays: dict[str, np.ndarray]) -> float:
     """Mean over the pairs' equalized axes of largest / median channel range."""
     ratios = [
-        _outlier_ratio(_ranges(arrays[name], axis))
+        range_ratio(_ranges(arrays[name], axis))
         for pair in pairs
         for name, axis in ((pair.first_weight, 0), (pair.second_weight, pair.axis))
     ]
     return float(np.mean(ratios))
-
-
-def _outlier_ratio(ranges: np.ndarray) -> float:
-    return float(ranges.max() / max(np.median(ranges), 1e-12))
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 3)

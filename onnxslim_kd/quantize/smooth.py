@@ -23,6 +23,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.probe import probe_dataset, whole_batches
 from onnxslim_kd.graph.walk import clone, consumers
+from onnxslim_kd.quantize.records import range_ratio, rounded
 
 #: Calibration samples the activation ranges are measured on.
 SMOOTH_SAMPLES = 64
@@ -44,8 +45,8 @@ class Smoothing:
         return {
             "alpha": self.alpha,
             "layer_norms": self.layers,
-            "outlier_ratio_before": _rounded(self.outlier_ratio_before),
-            "outlier_ratio_after": _rounded(self.outlier_ratio_after),
+            "outlier_ratio_before": rounded(self.outlier_ratio_before),
+            "outlier_ratio_after": rounded(self.outlier_ratio_after),
         }
 
 
@@ -109,8 +110,8 @@ def smooth(
             _replace(inits[tensor], numpy_helper.to_array(inits[tensor]) / scale)
         for matmul, weight in zip(matmuls, weights, strict=True):
             _replace(inits[matmul.input[1]], weight * scale[:, None])
-        before.append(_outlier_ratio(ranges[name]))
-        after.append(_outlier_ratio(ranges[name] / scale))
+        before.append(range_ratio(ranges[name]))
+        after.append(range_ratio(ranges[name] / scale))
         record.layers.append(name)
     record.outlier_ratio_before, record.outlier_ratio_after = np.mean(before), np.mean(after)
     return result, record
@@ -124,13 +125,5 @@ def _scale(activation: np.ndarray, weight: np.ndarray, alpha: float) -> np.ndarr
     return np.clip(scale, 1e-5, 1e5).astype(np.float32)
 
 
-def _outlier_ratio(ranges: np.ndarray) -> float:
-    return float(ranges.max() / max(np.median(ranges), 1e-12))
-
-
 def _replace(tensor: onnx.TensorProto, values: np.ndarray) -> None:
     tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 3)
