@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import sys
@@ -75,14 +76,21 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, test: Dataset) -> di
     return {"top1_agreement": top1_agreement(reference, candidate)}
 
 
-#: Detections are anchors whose best class score is above this quantile of FP32's.
+#: Detections of the random-weight detector are anchors whose best class score is above
+#: this quantile of FP32's (its scores are near-ties: no fixed threshold separates them).
 DETECTION_QUANTILE = 0.99
+#: The trained detector's (shapes_detector.py) score threshold, as deployed.
+SCORE_THRESHOLD = 0.5
 
 
-def detection_f1(reference: np.ndarray, candidate: np.ndarray, test: Dataset) -> dict[str, float]:
+def detection_f1(
+    reference: np.ndarray, candidate: np.ndarray, test: Dataset, threshold: float | None = None
+) -> dict[str, float]:
     """F1 of the candidate's detections against FP32's, anchor by anchor: a hit is the
-    same anchor detected with the same class and a box (cx, cy, w, h) at IoU >= 0.5."""
-    threshold = np.quantile(reference[:, 4:].max(1), DETECTION_QUANTILE)
+    same anchor detected with the same class and a box (cx, cy, w, h) at IoU >= 0.5.
+    Detections score above `threshold`, by default above the DETECTION_QUANTILE of FP32's."""
+    if threshold is None:
+        threshold = np.quantile(reference[:, 4:].max(1), DETECTION_QUANTILE)
 
     def detect(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return out[:, 4:].max(1) > threshold, out[:, 4:].argmax(1)
@@ -119,7 +127,13 @@ def case(name: str, samples: int, cache: Path) -> Case:
         return Case(folder / "model.onnx", calib, load_data(folder / "test.npz", model), metric)
     path = cache / f"{name}.onnx"
     if not path.is_file():
-        raise SystemExit(f"{path} missing: run benchmarks/quantize/peer_models.py first")
+        script = "shapes_detector.py" if name == "detector_trained" else "peer_models.py"
+        raise SystemExit(f"{path} missing: run benchmarks/quantize/{script} first")
+    if name == "detector_trained":
+        model = load(path)
+        calib = load_data(cache / "shapes_calib.npz", model, samples=samples)
+        test = load_data(cache / "shapes_test.npz", model)
+        return Case(path, calib, test, functools.partial(detection_f1, threshold=SCORE_THRESHOLD))
     size, key, metric = (320, "images", detection_f1) if name == "detector" else (
         224, "input", agreement)  # fmt: skip
     calib = Dataset({key: photo_crops(samples, seed=0, size=size)}, source="photo crops")
