@@ -254,14 +254,15 @@ def table(records: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits,textline,detector,mobilenet_v3_small,"
-                        "mobilenet_v2")  # fmt: skip
+    parser.add_argument("--models", default="digits,textline,detector,detector_trained,"
+                        "mobilenet_v3_small,mobilenet_v2")  # fmt: skip
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache/bench")
     parser.add_argument("--json")
     args = parser.parse_args()
+    args.cache = args.cache.resolve()  # the tools run in temporary working directories
     records = [measure(m, args) for m in args.models.split(",")]
     env = environment(args.threads)
     print(table(records))
