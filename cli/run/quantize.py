@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from cli.exit_codes import BUDGET_MISSED
 from cli.run.common import (
@@ -73,15 +74,14 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         ("calibration", _calibrated(calibration)),
         ("kept in FP32", _kept(summary)),
         ("bias correction", _correction(summary)),
-        (
-            "SmoothQuant",
-            "off" if summary.smoothing is None else describe_smoothing(summary.smoothing),
-        ),
-        (
-            "equalization",
-            "off" if summary.equalization is None else describe_equalization(summary.equalization),
-        ),
+        ("SmoothQuant", _described(summary.smoothing, describe_smoothing)),
+        ("equalization", _described(summary.equalization, describe_equalization)),
     ]
+
+
+def _described(record: dict | None, describe: Callable[[dict], str]) -> str:
+    """An optional step's table line: its description, or off when it did not run."""
+    return "off" if record is None else describe(record)
 
 
 def _calibrated(calibration: dict | None) -> str:

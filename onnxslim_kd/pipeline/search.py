@@ -8,9 +8,9 @@ NetAdapt does with measured latency. Only then does it fine-tune: the gentlest s
 (most MACs kept) whose measured speed-up meets the target first; while a trial misses the
 accuracy budget it backs off to gentler structures, and while one keeps the budget but
 measures slower than the target it moves to stronger ones. A transformer's residual width
-(the channels LayerNorms normalise) is kept unless no structure keeping it is predicted to
-reach the target: pruning it changes the LayerNorms' statistics, so the structures that do
-are added then and fine-tune PRUNE_NORMS_EPOCHS times longer.
+(the channels LayerNorms normalise) is kept until the structures keeping it run out short
+of the target: pruning it changes the LayerNorms' statistics, so the structures that do
+are only timed then, and fine-tune PRUNE_NORMS_EPOCHS times longer.
 Each trial runs the whole default recipe with distillation and is measured like `check`
 measures: speed-up as the ratio of interleaved medians, quality as test accuracy (or
 top-1 agreement with the original without labels).
@@ -224,9 +224,10 @@ def search(
     """Time every structure untuned, then fine-tune the most promising ones; see the module
     docstring for the order. Returns the fastest trial within budget (else the closest).
 
-    `prune_norms` None: a transformer's residual width is kept unless no structure keeping
-    it is predicted to reach the target; then structures pruning it are timed too, and
-    fine-tuned PRUNE_NORMS_EPOCHS times longer. True or False: always, never.
+    `prune_norms` None: a transformer's residual width is kept until no structure keeping
+    it is left to try and none met the target within the budget; then structures pruning
+    it are timed too, and fine-tuned PRUNE_NORMS_EPOCHS times longer. True or False:
+    always, never.
     """
     checkpoints = Checkpoints(work_dir, model, data) if work_dir else None
     tunable = distill_blocker(model) is None
@@ -292,11 +293,8 @@ def _has_layer_norms(model: onnx.ModelProto) -> bool:
 def _wider(strengths: tuple[float, ...], downsample: tuple[int, ...]) -> list[Structure]:
     """The grid's channel-pruning structures with the residual width pruned too, fine-tuned
     PRUNE_NORMS_EPOCHS times longer."""
-    return [
-        Structure(s.keep_macs, s.downsample, prune_norms=True, epochs_factor=PRUNE_NORMS_EPOCHS)
-        for s in _grid(strengths, downsample, True)
-        if s.keep_macs * s.downsample**2 < 1
-    ]
+    grid = _grid(strengths, downsample, True, PRUNE_NORMS_EPOCHS)
+    return [s for s in grid if s.keep_macs * s.downsample**2 < 1]
 
 
 def _can_distill() -> bool:
@@ -319,11 +317,12 @@ def distill_blocker(model: onnx.ModelProto) -> str | None:
 
 
 def _grid(
-    strengths: tuple[float, ...], downsample: tuple[int, ...], prune_norms: bool
-) -> list[Structure]:
+    strengths: tuple[float, ...], downsample: tuple[int, ...], prune_norms: bool,
+    epochs_factor: int = 1,
+) -> list[Structure]:  # fmt: skip
     """Every (MACs fraction, resolution factor); a factor F starts from its own 1/F^2."""
     return [
-        Structure(keep / factor**2, factor, prune_norms=prune_norms)
+        Structure(keep / factor**2, factor, prune_norms=prune_norms, epochs_factor=epochs_factor)
         for factor in downsample
         for keep in strengths
     ]

@@ -119,12 +119,13 @@ def equalizable(model: onnx.ModelProto) -> tuple[list[_Pair], dict[str, str]]:
 
 
 def equalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Equalization]:
-    """A copy of `model` with every equalizable Conv pair's weights rescaled."""
+    """A copy of `model` with every equalizable Conv pair's weights rescaled (`model`
+    itself when there is none, as smooth() does; never modified)."""
     pairs, skipped = equalizable(model)
     record = Equalization(pairs=[p.label for p in pairs], skipped=skipped)
-    result = clone(model)
     if not pairs:
-        return result, record
+        return model, record
+    result = clone(model)
     inits = {t.name: t for t in result.graph.initializer}
     names = {n for p in pairs for n in (p.first_weight, p.first_bias, p.second_weight) if n}
     arrays = {n: numpy_helper.to_array(inits[n]).astype(np.float64) for n in names}
