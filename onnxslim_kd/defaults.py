@@ -27,6 +27,8 @@ PRUNE_CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "apoz", "mean-act")
 DECOMPOSE_METHODS = ("auto", "svd", "tucker")
 #: Calibration methods of quantize (quantize.calibration.METHODS).
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse")
+#: Weight rounding of static quantize (quantize.rounding): to nearest, or learned per layer.
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 #: Calibration samples and the memory for histogram calibration, by default.
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_MEMORY_MB = 1024

@@ -19,6 +19,7 @@ from onnxslim_kd.defaults import (
     DEFAULT_CALIB_SAMPLES,
     QUANTIZE_MODES,
     QUANTIZE_TARGETS,
+    WEIGHT_ROUNDINGS,
 )
 
 EXAMPLES = """examples:
@@ -89,6 +90,13 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "channels so both weights have the same per-channel ranges (exact in float; for "
         "per-tensor weights and uneven depthwise convs). Off by default: see "
         "benchmarks/quantize/toggles.py --option equalize",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounding", choices=WEIGHT_ROUNDINGS, default="nearest",
+        help="static INT8 weights: each to its nearest level (default), or gptq: per "
+        "layer, the integer weights that keep its output on the calibration data closest "
+        "to FP32's (GPTQ's closed-form answer to AdaRound's objective; seconds per layer). "
+        "See benchmarks/quantize/toggles.py --option rounding",
     )  # fmt: skip
     parser.add_argument(
         "--target-cpu",

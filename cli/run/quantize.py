@@ -17,6 +17,7 @@ from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
 from onnxslim_kd.quantize.bias import describe_correction
 from onnxslim_kd.quantize.equalize import describe_equalization
+from onnxslim_kd.quantize.rounding import describe_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing
 from onnxslim_kd.report.table import markdown_table
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         bias_correction=args.bias_correction,
         smooth_quant=args.smooth_quant,
         equalize=args.equalize,
+        rounding=args.rounding,
     )
     data = data_from(args, model, args.data)
     # all of it: --samples sizes the calibration subset only
@@ -73,6 +75,7 @@ def _choices(summary: QuantizeSummary) -> list[tuple[str, str]]:
         ("data types", formats[summary.scheme]),
         ("calibration", _calibrated(calibration)),
         ("kept in FP32", _kept(summary)),
+        ("weight rounding", _rounding(summary)),
         ("bias correction", _correction(summary)),
         ("SmoothQuant", _described(summary.smoothing, describe_smoothing)),
         ("equalization", _described(summary.equalization, describe_equalization)),
@@ -88,6 +91,12 @@ def _calibrated(calibration: dict | None) -> str:
     if calibration is None:
         return "none (dynamic INT8 needs no ranges)"
     return f"{calibration['method']}, {calibration['samples']} samples"
+
+
+def _rounding(summary: QuantizeSummary) -> str:
+    if summary.rounding is None:
+        return "not used (dynamic INT8)" if summary.scheme == "dynamic" else "nearest"
+    return describe_rounding(summary.rounding)
 
 
 def _correction(summary: QuantizeSummary) -> str:

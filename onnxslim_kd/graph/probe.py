@@ -8,7 +8,7 @@ SmoothQuant).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,17 +60,25 @@ def probe_channels(
 ) -> dict[str, ChannelStats]:
     """Run `model` with tensors `axes` (name -> channel axis) as outputs and stream their
     per-channel statistics."""
-    probe = clone(model)
-    del probe.graph.output[:]
-    names = list(axes)
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    session = make_session(probe)
-    stats = {name: ChannelStats() for name in names}
-    for feeds in batches:
-        for name, value in zip(names, session.run(names, feeds), strict=True):
+    stats = {name: ChannelStats() for name in axes}
+    for values in probe_tensors(model, list(axes), batches):
+        for name, value in values.items():
             axis = axes[name]
             stats[name].add(np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1))
     return stats
+
+
+def probe_tensors(
+    model: onnx.ModelProto, names: list[str], batches: Iterable[dict[str, np.ndarray]]
+) -> Iterator[dict[str, np.ndarray]]:
+    """The values of tensors `names` of `model`, one batch at a time (name -> value), so a
+    caller folds each batch in and keeps none."""
+    probe = clone(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    session = make_session(probe)
+    for feeds in batches:
+        yield dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def probe_dataset(

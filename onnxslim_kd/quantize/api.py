@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,12 @@ import onnx
 from onnxslim_kd.bench.cpu import cpu_info
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
-from onnxslim_kd.defaults import DEFAULT_MAX_DROP, QUANTIZE_MODES, max_drop_error
+from onnxslim_kd.defaults import (
+    DEFAULT_MAX_DROP,
+    QUANTIZE_MODES,
+    WEIGHT_ROUNDINGS,
+    max_drop_error,
+)
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.io import fixed_batch, restore_interface
 from onnxslim_kd.graph.save import save
@@ -30,6 +36,7 @@ from onnxslim_kd.quantize.equalize import describe_equalization, equalize
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
 from onnxslim_kd.quantize.prepare import prepare
+from onnxslim_kd.quantize.rounding import apply_rounding, describe_rounding, learned_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing, smooth
 from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from onnxslim_kd.report.budget import Builder, hold_budget
@@ -60,6 +67,7 @@ class QuantizeOptions:
     bias_correction: bool = True  # shift static INT8 biases by the measured mean error
     smooth_quant: float | None = None  # SmoothQuant's alpha after LayerNorms (None: off)
     equalize: bool = False  # cross-layer equalization of Conv -> (Relu) -> Conv pairs
+    rounding: str = "nearest"  # static INT8 weights: to nearest, or learned per layer (gptq)
 
     def __post_init__(self) -> None:
         if self.mode not in QUANTIZE_MODES:
@@ -71,6 +79,9 @@ class QuantizeOptions:
             raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
         if self.smooth_quant is not None and not 0 < self.smooth_quant < 1:
             raise InputError(f"--smooth-quant must be in (0, 1), got {self.smooth_quant}")
+        if self.rounding not in WEIGHT_ROUNDINGS:
+            choices = ", ".join(WEIGHT_ROUNDINGS)
+            raise InputError(f"--rounding must be one of {choices}, got '{self.rounding}'")
         if self.bench_batch is not None and self.bench_batch < 1:
             raise InputError(f"--bench-batch must be >= 1, got {self.bench_batch}")
 
@@ -105,6 +116,7 @@ class QuantizeSummary:
     bias_correction: dict | None = None  # quantize/bias.py's record (static scheme)
     smoothing: dict | None = None  # quantize/smooth.py's record, with --smooth-quant
     equalization: dict | None = None  # quantize/equalize.py's record, with --equalize
+    rounding: dict | None = None  # quantize/rounding.py's record, with --rounding gptq
 
     @property
     def budget_met(self) -> bool | None:
@@ -209,8 +221,9 @@ def _static_builder(
     prepared: onnx.ModelProto, data: Dataset, workdir: Path, types: DataTypes,
     options: QuantizeOptions, excluded: dict[str, str],
 ) -> tuple[Builder, dict[str, Any]]:  # fmt: skip
-    """Calibrate, keep mismatched joins float, measure the bias correction: the builder of
-    static QDQ models from those, and the summary fields that record them."""
+    """Calibrate, keep mismatched joins float, learn the weight rounding, measure the bias
+    correction: the builder of static QDQ models from those, and the summary fields that
+    record them."""
     started = time.perf_counter()
     ranges, calibration = calibrate(
         prepared, data, workdir, method=options.method, samples=options.samples,
@@ -235,18 +248,28 @@ def _static_builder(
             exclude=[*kept_float, *exclude], only=only,
         )  # fmt: skip
 
-    if not options.bias_correction:
-        return uncorrected, fields
+    edits: list[Callable[[onnx.ModelProto], onnx.ModelProto]] = []  # of every build, in order
     all_int8 = uncorrected()
-    shifts, correction = bias_shifts(prepared, all_int8, data.subset(options.samples))
-    fields["bias_correction"] = correction.as_dict()
-    report("quantize", f"bias correction: {describe_correction(fields['bias_correction'])}")
+    if options.rounding == "gptq":
+        learned, rounding = learned_rounding(prepared, all_int8, data.subset(options.samples))
+        fields["rounding"] = rounding.as_dict()
+        report("quantize", f"weight rounding: {describe_rounding(fields['rounding'])}")
+        edits.append(functools.partial(apply_rounding, learned=learned))
+        all_int8 = edits[-1](all_int8)
+    if options.bias_correction:  # measured on the weights as rounded
+        shifts, correction = bias_shifts(prepared, all_int8, data.subset(options.samples))
+        fields["bias_correction"] = correction.as_dict()
+        report("quantize", f"bias correction: {describe_correction(fields['bias_correction'])}")
+        edits.append(functools.partial(apply_shifts, shifts=shifts))
+        all_int8 = edits[-1](all_int8)
 
-    def corrected(**kwargs: Any) -> onnx.ModelProto:
-        """The all-INT8 model is built once: bias_shifts measured on it."""
-        return apply_shifts(uncorrected(**kwargs) if kwargs else all_int8, shifts)
+    def edited(**kwargs: Any) -> onnx.ModelProto:
+        """The all-INT8 model is built and edited once; other builds take the same edits."""
+        if not kwargs:
+            return clone(all_int8)
+        return functools.reduce(lambda model, edit: edit(model), edits, uncorrected(**kwargs))
 
-    return corrected, fields
+    return edited, fields
 
 
 def _schemes(mode: str, prepared: onnx.ModelProto, data: Dataset) -> list[str]:

@@ -15,3 +15,8 @@ def range_ratio(ranges: np.ndarray) -> float:
 def rounded(value: float | None, digits: int = 3) -> float | None:
     """`value` rounded for the report, None kept (nothing was measured)."""
     return None if value is None else round(float(value), digits)
+
+
+def significant(value: float | None, digits: int = 3) -> float | None:
+    """`value` to `digits` significant figures, for errors that span decades; None kept."""
+    return None if value is None else float(f"{float(value):.{digits}g}")
