@@ -25,8 +25,9 @@ PRUNE_NORMS_EPOCHS = 5
 PRUNE_CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "apoz", "mean-act")
 #: Factorisations of decompose (decompose.candidates).
 DECOMPOSE_METHODS = ("auto", "svd", "tucker")
-#: Calibration methods of quantize (quantize.calibration.METHODS).
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse")
+#: Calibration methods of quantize (quantize.calibration.METHODS, and auto: the best of
+#: them on the held-out data, quantize.method_choice).
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse", "auto")
 #: Weight rounding of static quantize (quantize.rounding): to nearest, or learned per layer.
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 #: Calibration samples and the memory for histogram calibration, by default.

@@ -224,4 +224,4 @@ def test_the_help_choices_are_the_registries_they_select_from():
 
     assert set(defaults.PRUNE_CRITERIA) == set(CRITERIA)
     assert set(defaults.DECOMPOSE_METHODS) == set(decompositions)
-    assert set(defaults.CALIBRATION_METHODS) == set(calibrations)
+    assert set(defaults.CALIBRATION_METHODS) == {*calibrations, "auto"}

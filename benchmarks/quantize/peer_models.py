@@ -6,7 +6,8 @@ the spread of a trained network's rather than the identity BN of a fresh one:
 - `detector`: the YOLO-style detector of tests/yolo_like.py with its box coordinates
   decoded to pixels (sigmoid x 320), so its one output joins boxes 0..320 with class
   scores 0..1 in a final Concat, as exported YOLOv8 heads do;
-- `mobilenet_v3_small`, `mobilenet_v2`: torchvision, legacy export.
+- `mobilenet_v3_small`, `mobilenet_v2`, `resnet18`, `efficientnet_b0`: torchvision,
+  legacy export.
 
     python benchmarks/quantize/peer_models.py --out-dir .cache/bench
 """
@@ -31,6 +32,8 @@ from tests.yolo_like import Detector  # noqa: E402
 DETECTOR_SIZE = 320
 DETECTOR_CLASSES = 8
 BN_BATCHES = 8
+#: torchvision classifiers of the benchmark, random weights with re-estimated BN.
+CLASSIFIERS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "efficientnet_b0")
 
 
 class PixelDetector(nn.Module):
@@ -79,7 +82,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("zoo", ROOT / "samples/zoo/export.py")
     zoo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo)
-    for name in ("mobilenet_v3_small", "mobilenet_v2"):
+    for name in CLASSIFIERS:
         model = reestimate_bn(zoo.build_model(name), 224)
         export(model, args.out_dir / f"{name}.onnx", 224, ("input", "logits"))
     print(f"wrote {sorted(p.name for p in args.out_dir.glob('*.onnx'))}")

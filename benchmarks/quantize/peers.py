@@ -255,7 +255,7 @@ def table(records: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="digits,textline,detector,detector_trained,"
-                        "mobilenet_v3_small,mobilenet_v2")  # fmt: skip
+                        "mobilenet_v3_small,mobilenet_v2,resnet18,efficientnet_b0")  # fmt: skip
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)

@@ -17,6 +17,7 @@ from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, QuantizeSummary, quantize_model
 from onnxslim_kd.quantize.bias import describe_correction
 from onnxslim_kd.quantize.equalize import describe_equalization
+from onnxslim_kd.quantize.method_choice import describe_choice
 from onnxslim_kd.quantize.rounding import describe_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing
 from onnxslim_kd.report.table import markdown_table
@@ -90,7 +91,10 @@ def _described(record: dict | None, describe: Callable[[dict], str]) -> str:
 def _calibrated(calibration: dict | None) -> str:
     if calibration is None:
         return "none (dynamic INT8 needs no ranges)"
-    return f"{calibration['method']}, {calibration['samples']} samples"
+    ranges = f"{calibration['method']}, {calibration['samples']} samples"
+    if "auto" not in calibration:
+        return ranges
+    return f"{ranges}; auto: {describe_choice(calibration['auto'])}"
 
 
 def _rounding(summary: QuantizeSummary) -> str:

@@ -16,6 +16,7 @@ from onnxslim_kd.bench.cpu import cpu_info
 from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.defaults import (
+    CALIBRATION_METHODS,
     DEFAULT_MAX_DROP,
     QUANTIZE_MODES,
     WEIGHT_ROUNDINGS,
@@ -35,6 +36,7 @@ from onnxslim_kd.quantize.dynamic import MATMUL_SHARE, build_dynamic, matmul_sha
 from onnxslim_kd.quantize.equalize import describe_equalization, equalize
 from onnxslim_kd.quantize.exclusions import resolve_exclusions
 from onnxslim_kd.quantize.joins import COMPUTE_OPS, calibrated_spans, mismatched_joins
+from onnxslim_kd.quantize.method_choice import AUTO_METHODS, choose_method, describe_choice
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.rounding import apply_rounding, describe_rounding, learned_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing, smooth
@@ -79,6 +81,9 @@ class QuantizeOptions:
             raise InputError(f"--bench-runs must be >= 0, got {self.bench_runs}")
         if self.smooth_quant is not None and not 0 < self.smooth_quant < 1:
             raise InputError(f"--smooth-quant must be in (0, 1), got {self.smooth_quant}")
+        if self.method not in CALIBRATION_METHODS:
+            choices = ", ".join(CALIBRATION_METHODS)
+            raise InputError(f"--method must be one of {choices}, got '{self.method}'")
         if self.rounding not in WEIGHT_ROUNDINGS:
             choices = ", ".join(WEIGHT_ROUNDINGS)
             raise InputError(f"--rounding must be one of {choices}, got '{self.rounding}'")
@@ -190,7 +195,7 @@ def quantize_model(
         fields: dict[str, dict[str, Any]] = {"dynamic": {}}  # dynamic: no ranges to calibrate
         if "static" in schemes:
             static, fields["static"] = _static_builder(
-                prepared, data, workdir, types, options, excluded
+                prepared, data, evaluation, workdir, types, options, excluded
             )
             builders["static"] = (static, COMPUTE_OPS)
 
@@ -218,38 +223,29 @@ def quantize_model(
 
 
 def _static_builder(
-    prepared: onnx.ModelProto, data: Dataset, workdir: Path, types: DataTypes,
-    options: QuantizeOptions, excluded: dict[str, str],
+    prepared: onnx.ModelProto, data: Dataset, evaluation: Dataset, workdir: Path,
+    types: DataTypes, options: QuantizeOptions, excluded: dict[str, str],
 ) -> tuple[Builder, dict[str, Any]]:  # fmt: skip
-    """Calibrate, keep mismatched joins float, learn the weight rounding, measure the bias
-    correction: the builder of static QDQ models from those, and the summary fields that
-    record them."""
-    started = time.perf_counter()
-    ranges, calibration = calibrate(
-        prepared, data, workdir, method=options.method, samples=options.samples,
-        memory_mb=options.max_calib_memory_mb,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
-    report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
-           f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
-    joins = mismatched_joins(prepared, calibrated_spans(ranges))
-    fields: dict[str, Any] = {
-        "calibration": calibration.as_dict(),
-        "joins_kept_float": joins,
-        "excluded": {**excluded, **{n: why for n, why in joins.items() if n not in excluded}},
-    }
-    prepared_path, kept_float = workdir / "prepared.onnx", list(fields["excluded"])
-
-    def uncorrected(
-        *, exclude: Sequence[str] = (), only: list[str] | None = None
-    ) -> onnx.ModelProto:
-        return build(
-            prepared_path, ranges, options.method, types, workdir,
-            exclude=[*kept_float, *exclude], only=only,
-        )  # fmt: skip
-
+    """Calibrate (each method of `auto`, keeping the best on `evaluation`), keep
+    mismatched joins float, learn the weight rounding, measure the bias correction: the
+    builder of static QDQ models from those, and the summary fields that record them."""
+    if options.method != "auto":
+        uncorrected, fields = _calibrated(prepared, data, workdir, types, options, excluded)
+        all_int8 = uncorrected()
+    else:
+        calibrated = {
+            method: _calibrated(prepared, data, workdir, types, options, excluded, method)
+            for method in AUTO_METHODS
+        }
+        candidates = {method: builder() for method, (builder, _) in calibrated.items()}
+        choice = choose_method(
+            prepared, candidates, evaluation, options.budget, options.min_sqnr
+        ).as_dict()
+        report("quantize", f"calibration method: {describe_choice(choice)}")
+        uncorrected, fields = calibrated[choice["chosen"]]
+        fields["calibration"]["auto"] = choice
+        all_int8 = candidates[choice["chosen"]]
     edits: list[Callable[[onnx.ModelProto], onnx.ModelProto]] = []  # of every build, in order
-    all_int8 = uncorrected()
     if options.rounding == "gptq":
         learned, rounding = learned_rounding(prepared, all_int8, data.subset(options.samples))
         fields["rounding"] = rounding.as_dict()
@@ -270,6 +266,40 @@ def _static_builder(
         return functools.reduce(lambda model, edit: edit(model), edits, uncorrected(**kwargs))
 
     return edited, fields
+
+
+def _calibrated(
+    prepared: onnx.ModelProto, data: Dataset, workdir: Path, types: DataTypes,
+    options: QuantizeOptions, excluded: dict[str, str], method: str | None = None,
+) -> tuple[Builder, dict[str, Any]]:  # fmt: skip
+    """Ranges by `method` (default: the options'), the joins they mismatch kept float: the
+    builder of uncorrected static QDQ models, and the summary fields that record them."""
+    method = method or options.method
+    started = time.perf_counter()
+    ranges, calibration = calibrate(
+        prepared, data, workdir, method=method, samples=options.samples,
+        memory_mb=options.max_calib_memory_mb,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    report("quantize", f"calibrated ({calibration.method}, {calibration.samples} "
+           f"samples) in {seconds:.1f} s", samples=calibration.samples)  # fmt: skip
+    joins = mismatched_joins(prepared, calibrated_spans(ranges))
+    fields: dict[str, Any] = {
+        "calibration": calibration.as_dict(),
+        "joins_kept_float": joins,
+        "excluded": {**excluded, **{n: why for n, why in joins.items() if n not in excluded}},
+    }
+    prepared_path, kept_float = workdir / "prepared.onnx", list(fields["excluded"])
+
+    def uncorrected(
+        *, exclude: Sequence[str] = (), only: list[str] | None = None
+    ) -> onnx.ModelProto:
+        return build(
+            prepared_path, ranges, method, types, workdir,
+            exclude=[*kept_float, *exclude], only=only,
+        )  # fmt: skip
+
+    return uncorrected, fields
 
 
 def _schemes(mode: str, prepared: onnx.ModelProto, data: Dataset) -> list[str]:
