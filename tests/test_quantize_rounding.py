@@ -32,7 +32,7 @@ from onnxslim_kd.quantize.rounding import (
 )
 from onnxslim_kd.quantize.target import choose_data_types
 from onnxslim_kd.report.fidelity import output_fidelity
-from tests.builders import conv_net, make_model
+from tests.builders import conv_net, make_model, matmul_net
 
 DIGITS = Path(__file__).resolve().parents[1] / "samples" / "digits"
 CHANNELS = 8
@@ -180,6 +180,14 @@ def test_a_conv_with_same_padding_is_left_to_nearest_and_reported(tmp_path):
     assert describe_rounding(record.as_dict()) == "gptq: no layer rounded (1 skipped)"
 
 
+def test_a_static_batch_model_is_measured_on_whole_batches(tmp_path):
+    """x is [2, 6]: of 13 samples the last one cannot make a batch."""
+    model = matmul_net()
+    data = Dataset({"x": np.random.default_rng(5).standard_normal((13, 6)).astype(np.float32)})
+    learned, record = learned_rounding(model, _quantized(model, data, tmp_path), data)
+    assert record.samples == 12 and record.rounded == 1 and list(learned) == ["mm"]
+
+
 def _digits(rounding: str) -> tuple[float, dict, onnx.ModelProto]:
     """Test-set SQNR of all-INT8 digits with `rounding`, its record and the model; without
     bias correction, which takes back part of the same error (its mean)."""
@@ -219,7 +227,7 @@ def test_quantize_reports_the_rounding_in_its_json_and_table(cli, tmp_path, aske
     path = tmp_path / "m.onnx"
     onnx.save(conv_net(), path)
     np.savez(tmp_path / "d.npz", input=_conv_net_data().inputs["input"])
-    flags = ["--rounding", "gptq"] if asked else []
+    flags = [] if asked else ["--rounding", "nearest"]  # gptq is the default
     common = ["--data", tmp_path / "d.npz", "--bench-runs", "0", "--force-int8", *flags]
     result = cli("quantize", path, "-o", tmp_path / "q.onnx", "--json", "-", *common)
     assert result.code == 0, result.stderr

@@ -3,8 +3,8 @@ practice, NNCF's ONNX PTQ and AMD Quark's ONNX quantizer (each when installed),
 onnxslim-kd; fidelity per model.
 
 Run in the benchmark environment (onnxslim-kd, nncf, amd-quark, which pins onnx 1.22 and
-brings torch) after `peer_models.py` has exported the detector and the mobile nets in the
-test env:
+brings torch) after `peer_models.py` has exported the detector and the torchvision
+classifiers, and `shapes_detector.py` has trained the other detector, in the test env:
 
     python -m venv /tmp/quark && /tmp/quark/bin/pip install torch==2.13.0
     /tmp/quark/bin/pip install amd-quark==0.13 nncf==3.4.0 onnxruntime==1.32.0 \
@@ -175,15 +175,18 @@ def quark_ptq(path: Path, calib: Dataset, out: Path) -> None:
         ModelQuantizer(config).quantize_model(str(path), str(out), reader)
 
 
-def ours(method: str) -> Callable[[Path, Dataset, Path], dict]:
-    """`onnxslim-kd quantize --method METHOD`, otherwise its defaults (fidelity floor on a
-    held-out fifth, speed gate)."""
+def ours(**chosen: str) -> Callable[[Path, Dataset, Path], dict]:
+    """`onnxslim-kd quantize` with the `chosen` options, otherwise its defaults (fidelity
+    floor on a held-out fifth, speed gate)."""
 
     def quantize(path: Path, calib: Dataset, out: Path) -> dict:
-        options = QuantizeOptions(samples=len(calib), method=method)
+        options = QuantizeOptions(samples=len(calib), **chosen)
         model, summary = quantize_model(load(path), calib, options)
         onnx.save(model, str(out))
-        return {"result": summary.result, "kept_float": sorted(summary.excluded)}
+        record = {"result": summary.result, "kept_float": sorted(summary.excluded)}
+        if "auto" in summary.calibration:
+            record["method"] = summary.calibration["auto"]["chosen"]
+        return record
 
     return quantize
 
@@ -200,7 +203,8 @@ def peer_available(module: str) -> bool:
 def measure(name: str, args: argparse.Namespace) -> dict:
     c = case(name, args.samples, args.cache)
     fp32 = load(c.path)
-    tools = {"ort_qdq": ort_qdq, "ours": ours("minmax"), "ours_mse": ours("mse")}
+    tools = {"ort_qdq": ort_qdq, "ours": ours(), "ours_auto": ours(method="auto"),
+             "ours_gptq": ours(rounding="gptq")}  # fmt: skip
     tools |= {label: tool for label, (module, tool) in PEERS.items() if peer_available(module)}
     record: dict = {"model": name, "samples": len(c.calib), "tools": {}}
     models = [("fp32", fp32)]
@@ -232,7 +236,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
 LABELS = {"fp32": "FP32", "ort_qdq": "ORT QDQ U8S8 per-channel", "nncf": "NNCF (defaults)",
           "quark": "Quark U8S8_AAWS", "ours": "onnxslim-kd (defaults)",
-          "ours_mse": "onnxslim-kd --method mse"}  # fmt: skip
+          "ours_auto": "onnxslim-kd --method auto",
+          "ours_gptq": "onnxslim-kd --rounding gptq"}  # fmt: skip
 
 
 def table(records: list[dict]) -> str:

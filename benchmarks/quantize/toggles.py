@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from peers import ROOT, case  # noqa: E402
 
-MODELS = "digits,textline,detector,mobilenet_v3_small,mobilenet_v2"
+MODELS = "digits,textline,detector,mobilenet_v3_small,mobilenet_v2,resnet18,efficientnet_b0"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from onnxslim_kd.defaults import (
     CALIBRATION_METHODS,
     DEFAULT_CALIB_MEMORY_MB,
     DEFAULT_CALIB_SAMPLES,
+    DEFAULT_WEIGHT_ROUNDING,
     QUANTIZE_MODES,
     QUANTIZE_TARGETS,
     WEIGHT_ROUNDINGS,
@@ -94,11 +95,12 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "benchmarks/quantize/toggles.py --option equalize",
     )  # fmt: skip
     parser.add_argument(
-        "--rounding", choices=WEIGHT_ROUNDINGS, default="nearest",
-        help="static INT8 weights: each to its nearest level (default), or gptq: per "
-        "layer, the integer weights that keep its output on the calibration data closest "
-        "to FP32's (GPTQ's closed-form answer to AdaRound's objective; seconds per layer). "
-        "See benchmarks/quantize/toggles.py --option rounding",
+        "--rounding", choices=WEIGHT_ROUNDINGS, default=DEFAULT_WEIGHT_ROUNDING,
+        help="static INT8 weights: gptq: per layer, the integer weights that keep its "
+        "output on the calibration data closest to FP32's (GPTQ's closed-form answer to "
+        "AdaRound's objective; up to a second per large layer), or nearest: each weight to "
+        "its nearest level, as onnxruntime rounds (%(default)s; "
+        "benchmarks/quantize/toggles.py --option rounding)",
     )  # fmt: skip
     parser.add_argument(
         "--target-cpu",

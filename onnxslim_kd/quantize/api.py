@@ -18,6 +18,7 @@ from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.defaults import (
     CALIBRATION_METHODS,
     DEFAULT_MAX_DROP,
+    DEFAULT_WEIGHT_ROUNDING,
     QUANTIZE_MODES,
     WEIGHT_ROUNDINGS,
     max_drop_error,
@@ -69,7 +70,7 @@ class QuantizeOptions:
     bias_correction: bool = True  # shift static INT8 biases by the measured mean error
     smooth_quant: float | None = None  # SmoothQuant's alpha after LayerNorms (None: off)
     equalize: bool = False  # cross-layer equalization of Conv -> (Relu) -> Conv pairs
-    rounding: str = "nearest"  # static INT8 weights: to nearest, or learned per layer (gptq)
+    rounding: str = DEFAULT_WEIGHT_ROUNDING  # static INT8 weights: learned per layer or nearest
 
     def __post_init__(self) -> None:
         if self.mode not in QUANTIZE_MODES:

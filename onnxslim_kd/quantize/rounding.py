@@ -30,7 +30,7 @@ from onnx import numpy_helper
 
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.io import fixed_batch
-from onnxslim_kd.graph.probe import probe_tensors
+from onnxslim_kd.graph.probe import probe_tensors, whole_batches
 from onnxslim_kd.graph.walk import attribute, clone, consumers, producers
 from onnxslim_kd.quantize.records import rounded, significant
 
@@ -125,7 +125,7 @@ def learned_rounding(
             record.skipped[node.name] = str(why)
             continue
         layers[node.name] = node
-    data = data.subset(ROUNDING_SAMPLES)
+    data = whole_batches(data.subset(ROUNDING_SAMPLES), fixed_batch(reference))
     record.samples = len(data)
     kernels = {name: slots[name].values.shape[2:] for name in layers}
     hessians = _hessians(reference, layers, kernels, data)
@@ -250,8 +250,8 @@ def _hessians(
     reference: onnx.ModelProto, layers: dict[str, onnx.NodeProto],
     kernels: dict[str, tuple[int, ...]], data: Dataset,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """H = Σ x xᵀ over every input row x of each layer ([groups, K, K], float64);
-    `kernels`: each Conv's kernel shape."""
+    """H = Σ x xᵀ over every input row x of each layer ([groups, K, K], summed in float32
+    as onnxruntime computes x, float64 for the solve); `kernels`: each Conv's kernel shape."""
     names = sorted({node.input[0] for node in layers.values()})
     hessians: dict[str, np.ndarray] = {}
     if not names:
@@ -260,9 +260,12 @@ def _hessians(
     for values in probe_tensors(reference, names, batches):
         for name, node in layers.items():
             rows = _patches(node, values[node.input[0]], kernels[name])
-            step = np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
-            hessians[name] = hessians[name] + step if name in hessians else step
-    return hessians
+            step = np.matmul(rows.transpose(0, 2, 1), rows)
+            if name in hessians:
+                hessians[name] += step
+            else:
+                hessians[name] = step
+    return {name: hessian.astype(np.float64) for name, hessian in hessians.items()}
 
 
 def _patches(node: onnx.NodeProto, value: np.ndarray, kernel: tuple[int, ...]) -> np.ndarray:
@@ -329,5 +332,5 @@ def _output_error(
     """||(W - Q) X||² / ||W X||² for weights `rows` quantized to `levels` ([g, R, K])."""
     dequantized = (levels - _to_rows(node, slot.zero_point)) * _to_rows(node, slot.scale)
     error = rows - dequantized
-    signal = np.einsum("grk,gkl,grl->", rows, hessian, rows)
-    return float(np.einsum("grk,gkl,grl->", error, hessian, error) / max(signal, 1e-30))
+    signal = np.sum((rows @ hessian) * rows)
+    return float(np.sum((error @ hessian) * error) / max(signal, 1e-30))
