@@ -90,11 +90,26 @@ def test_results_are_measured_on_held_out_calibration_samples():
     assert summary.calibration["samples"] == 40
     assert summary.evaluated_on == "10 calibration samples held out from calibration"
     assert (
+        "the default floor is measured on 10 samples, where one changed prediction is 10.0%: "
+        "it allows that one; --eval-data with at least 100 samples measures one point, "
+        "--max-drop sets the budget exactly"
+    ) in summary.warnings
+    assert summary.fidelity["samples"] == 10 and summary.max_drop == 0.1
+    _, exact = quantize_model(model, data, QuantizeOptions(**{**UNTIMED, "max_drop": 0.01}))
+    assert (
         "one sample of the 10 the budget is measured on is 10.0%, more than the 0.01 budget: "
         "any changed prediction misses it and sends layers back to FP32; --eval-data with at "
         "least 100 samples measures it finely"
-    ) in summary.warnings
-    assert summary.fidelity["samples"] == 10
+    ) in exact.warnings
+    assert exact.max_drop == 0.01 and exact.budget_source == "--max-drop"
+
+
+@pytest.mark.parametrize(
+    "max_drop, samples, allowed",
+    [(None, 26, 1 / 26), (None, 100, 0.01), (None, 500, 0.01), (0.01, 26, 0.01), (0.0, 26, 0.0)],
+)
+def test_the_default_floor_is_never_finer_than_one_sample(max_drop, samples, allowed):
+    assert QuantizeOptions(max_drop=max_drop).budget_on(samples) == pytest.approx(allowed)
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "qdq"])

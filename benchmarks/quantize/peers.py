@@ -203,8 +203,8 @@ def peer_available(module: str) -> bool:
 def measure(name: str, args: argparse.Namespace) -> dict:
     c = case(name, args.samples, args.cache)
     fp32 = load(c.path)
-    tools = {"ort_qdq": ort_qdq, "ours": ours(), "ours_auto": ours(method="auto"),
-             "ours_gptq": ours(rounding="gptq")}  # fmt: skip
+    tools = {"ort_qdq": ort_qdq, "ours": ours(), "ours_nearest": ours(rounding="nearest"),
+             "ours_auto": ours(method="auto")}  # fmt: skip
     tools |= {label: tool for label, (module, tool) in PEERS.items() if peer_available(module)}
     record: dict = {"model": name, "samples": len(c.calib), "tools": {}}
     models = [("fp32", fp32)]
@@ -236,8 +236,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
 LABELS = {"fp32": "FP32", "ort_qdq": "ORT QDQ U8S8 per-channel", "nncf": "NNCF (defaults)",
           "quark": "Quark U8S8_AAWS", "ours": "onnxslim-kd (defaults)",
-          "ours_auto": "onnxslim-kd --method auto",
-          "ours_gptq": "onnxslim-kd --rounding gptq"}  # fmt: skip
+          "ours_nearest": "onnxslim-kd --rounding nearest",
+          "ours_auto": "onnxslim-kd --method auto"}  # fmt: skip
 
 
 def table(records: list[dict]) -> str:

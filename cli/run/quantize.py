@@ -144,7 +144,9 @@ def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
         layers = len(summary.fallback_layers)
         worst = summary.budget.get("output")
         on = f" ('{worst}')" if worst else ""
-        rows.append(("budget", f"{summary.budget_source}: {summary.budget['metric']}{on} "
-                     f"{state}, {layers} layers fell back to FP32"))  # fmt: skip
+        metric = summary.budget["metric"]
+        allowed = f" drop <= {summary.max_drop:.3g}" if metric != "sqnr" else ""
+        rows.append(("budget", f"{summary.budget_source}: {metric}{on}{allowed} {state}, "
+                     f"{layers} layers fell back to FP32"))  # fmt: skip
     rows.append(("measured on", summary.evaluated_on))
     return rows
