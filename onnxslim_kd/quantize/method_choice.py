@@ -4,11 +4,11 @@ the held-out data.
 Which range estimate is best depends on the model more than on any one tensor's own
 error: clipping a detector's box coordinates lowers their quantization error and loses
 detections, while MinMax spends a mobile net's activation grid on rare outliers
-(benchmarks/quantize: `--method mse`, the least error per tensor, gains on
-mobilenet_v2 and loses on the detector). So each method's ranges are built into an
-all-INT8 model and judged as the budget judges a model (report.budget.score, every
-output) on the held-out data, and the best is kept. Choosing per tensor by that measure
-would take a build per tensor and method.
+(`--method mse`, the least error per tensor, raised mobilenet_v2's agreement and
+lowered the random detector's F1 in benchmarks/quantize's peer table of 2026-12-02).
+So each method's ranges are built into an all-INT8 model and judged as the budget
+judges a model (report.budget.score, every output) on the held-out data, and the best
+is kept. Choosing per tensor by that measure would take a build per tensor and method.
 """
 
 from __future__ import annotations
