@@ -30,7 +30,8 @@ DECOMPOSE_METHODS = ("auto", "svd", "tucker")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse", "auto")
 #: Weight rounding of static quantize (quantize.rounding): to nearest, or learned per layer;
 #: gptq by default: level or better on all 7 models of benchmarks/quantize/toggles.py
-#: --option rounding (resnet18 +1.1 dB), for 0.4-36 s more quantize time there.
+#: --option rounding (resnet18 +1.1 dB), for 0.8-51 s more quantize time there
+#: (benchmarks/quantize/rounding.json).
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 DEFAULT_WEIGHT_ROUNDING = "gptq"
 #: Calibration samples and the memory for histogram calibration, by default.

@@ -98,8 +98,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "--rounding", choices=WEIGHT_ROUNDINGS, default=DEFAULT_WEIGHT_ROUNDING,
         help="static INT8 weights: gptq: per layer, the integer weights that keep its "
         "output on the calibration data closest to FP32's (GPTQ's closed-form answer to "
-        "AdaRound's objective; up to a second per large layer), or nearest: each weight to "
-        "its nearest level, as onnxruntime rounds (%(default)s; "
+        "AdaRound's objective; 0.8-51 s more quantize time on the benchmark models), or "
+        "nearest: each weight to its nearest level, as onnxruntime rounds (%(default)s; "
         "benchmarks/quantize/toggles.py --option rounding)",
     )  # fmt: skip
     parser.add_argument(

@@ -127,15 +127,17 @@ def learned_rounding(
         layers[node.name] = node
     data = whole_batches(data.subset(ROUNDING_SAMPLES), fixed_batch(reference))
     record.samples = len(data)
-    kernels = {name: slots[name].values.shape[2:] for name in layers}
-    hessians = _hessians(reference, layers, kernels, data)
+    hessians = _hessians(reference, layers, slots, data)
     learned, errors, moved, total = {}, [], 0, 0
     for name, node in layers.items():
         slot, float_weights = slots[name], numpy_helper.to_array(weights[node.input[1]])
         hessian = hessians[name]
         rows = _to_rows(node, float_weights.astype(np.float64))
-        try:
-            levels = _gptq(rows, hessian, *(_to_rows(node, a) for a in _grid(slot)))
+        try:  # within the integer range onnxruntime's own rounding used
+            levels = _gptq(
+                rows, hessian, _to_rows(node, slot.scale), _to_rows(node, slot.zero_point),
+                int(slot.values.min()), int(slot.values.max()),
+            )  # fmt: skip
         except np.linalg.LinAlgError:
             record.skipped[name] = "H is not positive definite even with damping"
             continue
@@ -221,16 +223,9 @@ def _check_layer(node: onnx.NodeProto, weights: dict, slot: WeightSlot) -> None:
         raise _Unsupported(f"{inputs} inputs per output: H would take {inputs**2 * 8 >> 20} MB")
 
 
-def _grid(slot: WeightSlot) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Scale, zero point and the integer range onnxruntime's own rounding used."""
-    return slot.scale, slot.zero_point, int(slot.values.min()), int(slot.values.max())
-
-
 def _to_rows(node: onnx.NodeProto, weights: np.ndarray) -> np.ndarray:
     """Weights (or anything of their shape) as [groups, outputs, inputs]: one row of K
     inputs per output channel, in the order `_patches` lays the inputs out."""
-    if not isinstance(weights, np.ndarray) or weights.ndim == 0:
-        return weights
     if node.op_type == "Conv":
         groups = attribute(node, "group", 1)
         return weights.reshape(groups, weights.shape[0] // groups, -1)
@@ -248,10 +243,11 @@ def _from_rows(node: onnx.NodeProto, rows: np.ndarray, shape: tuple[int, ...]) -
 
 def _hessians(
     reference: onnx.ModelProto, layers: dict[str, onnx.NodeProto],
-    kernels: dict[str, tuple[int, ...]], data: Dataset,
+    slots: dict[str, WeightSlot], data: Dataset,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """H = Σ x xᵀ over every input row x of each layer ([groups, K, K], summed in float32
-    as onnxruntime computes x, float64 for the solve); `kernels`: each Conv's kernel shape."""
+    as onnxruntime computes x, float64 for the solve); a Conv's kernel shape is its
+    `slots` weights' trailing dimensions."""
     names = sorted({node.input[0] for node in layers.values()})
     hessians: dict[str, np.ndarray] = {}
     if not names:
@@ -259,7 +255,7 @@ def _hessians(
     batches = data.batches(fixed_batch(reference) or _BATCH)
     for values in probe_tensors(reference, names, batches):
         for name, node in layers.items():
-            rows = _patches(node, values[node.input[0]], kernels[name])
+            rows = _patches(node, values[node.input[0]], slots[name].values.shape[2:])
             step = np.matmul(rows.transpose(0, 2, 1), rows)
             if name in hessians:
                 hessians[name] += step
