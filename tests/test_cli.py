@@ -106,7 +106,10 @@ def test_bench_two_models_interleaved(cli, tmp_path, digits):
     assert second["speedup"] == pytest.approx(first["p50_ms"] / second["p50_ms"], rel=1e-2)
     assert first["batch"] == 4 and first["runs"] == 20
     assert record["environment"]["threads"] == 1
-    assert "speed-up = ratio of medians" in result.stdout
+    low, high = second["speedup_interval"]
+    assert low <= high and "speedup_interval" not in first
+    assert f"| {low:.2f}-{high:.2f}x |" in result.stdout
+    assert "speed-up = ratio of medians, 95% = interval" in result.stdout
 
 
 def test_compare_agreement_and_sqnr(cli, tmp_path, digits):

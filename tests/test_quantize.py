@@ -9,18 +9,19 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxslim_kd.bench.latency import BenchResult, Latency
+from onnxslim_kd.bench import latency
 from onnxslim_kd.data import load_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.save import save
 from onnxslim_kd.graph.validate import run
-from onnxslim_kd.quantize import QuantizeOptions, api, quantize_model
+from onnxslim_kd.quantize import QuantizeOptions, quantize_model
 from onnxslim_kd.quantize.build import build
 from onnxslim_kd.quantize.calibration import calibrate
 from onnxslim_kd.quantize.coverage import INTEGER_KERNELS, count_coverage, optimized_graph
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from tests.builders import conv_net
+from tests.timings import fake_bench
 
 
 @pytest.fixture(scope="module")
@@ -201,19 +202,13 @@ def test_prepare_folds_batchnorm_and_upgrades_old_opsets(tmp_path):
                                rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
-def _slow_int8(models, **kwargs):
-    """Every INT8 scheme timed at twice FP32's latency."""
-    latencies = [Latency("fp32", 1, [1.0] * 3)] + [
-        Latency(label, 1, [2.0] * 3, speedup=0.5) for label, _, _ in models[1:]
-    ]
-    return BenchResult(latencies, {}, 3, 0)
-
-
 def test_int8_measured_slower_is_not_returned_unless_forced(digits_model, calib, monkeypatch):
-    monkeypatch.setattr(api, "bench", _slow_int8)
+    monkeypatch.setattr(latency, "bench", fake_bench({"static": 0.5}))
     model, summary = quantize_model(digits_model, calib, QuantizeOptions(samples=16, bench_runs=3))
-    assert summary.result == "fp32 (int8 not faster)"
-    assert any("INT8 is not faster than FP32" in w for w in summary.warnings)
+    assert summary.result == "fp32 (int8 not faster)" and summary.latency["verdict"] == "slower"
+    assert any(
+        w.startswith("INT8 is slower than FP32 on this CPU (0.50x") for w in summary.warnings
+    )
     assert model.SerializeToString() == digits_model.SerializeToString()
     options = QuantizeOptions(samples=16, bench_runs=3, force_int8=True)
     forced, summary = quantize_model(digits_model, calib, options)
@@ -223,7 +218,7 @@ def test_int8_measured_slower_is_not_returned_unless_forced(digits_model, calib,
 
 def test_the_cli_exits_3_when_it_writes_fp32_because_int8_is_slower(cli, tmp_path, digits,
                                                                    monkeypatch):  # fmt: skip
-    monkeypatch.setattr(api, "bench", _slow_int8)
+    monkeypatch.setattr(latency, "bench", fake_bench({"static": 0.5}))
     out = tmp_path / "q.onnx"
     line = ["quantize", digits / "model.onnx", "-o", out, "--data", digits / "calib.npz",
             "--samples", "16", "--bench-runs", "3"]  # fmt: skip

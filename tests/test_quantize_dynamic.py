@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from onnxslim_kd.bench.latency import BenchResult, Latency
+from onnxslim_kd.bench import latency
 from onnxslim_kd.data import load_data
 from onnxslim_kd.errors import InputError
 from onnxslim_kd.graph.load import load
@@ -13,6 +13,7 @@ from onnxslim_kd.graph.validate import run
 from onnxslim_kd.quantize import QuantizeOptions, api, quantize_model
 from onnxslim_kd.quantize.dynamic import matmul_share
 from onnxslim_kd.report.fidelity import accuracy
+from tests.timings import fake_bench
 
 
 @pytest.fixture(scope="module")
@@ -53,25 +54,10 @@ def test_dynamic_quantizes_the_matmuls_and_keeps_the_accuracy(vit, monkeypatch):
     assert accuracy(run(quantized, test)["logits"], test.labels) >= reference - 0.01
 
 
-def _faster(scheme: str):
-    """A bench that times `scheme` at half FP32's latency and the others at FP32's."""
-
-    def fake(models, **kwargs):
-        return BenchResult(
-            [Latency("fp32", 1, [1.0] * 3)]
-            + [Latency(label, 1, [0.5 if label == scheme else 1.0] * 3,
-                       speedup=2.0 if label == scheme else 1.0)
-               for label, _, _ in models[1:]],
-            {}, 3, 0,
-        )  # fmt: skip
-
-    return fake
-
-
 @pytest.mark.parametrize("faster", ["static", "dynamic"])
 def test_auto_builds_both_on_a_transformer_and_keeps_the_faster(vit, monkeypatch, faster):
     model, calib, test = vit
-    monkeypatch.setattr(api, "bench", _faster(faster))
+    monkeypatch.setattr(latency, "bench", fake_bench({faster: 2.0}))
     quantized, summary = quantize_model(model, calib, QuantizeOptions(bench_runs=3),
                                         eval_data=test)  # fmt: skip
     assert set(summary.schemes) == {"static", "dynamic"}
@@ -110,9 +96,9 @@ def test_int8_is_timed_at_the_batch_asked_for_and_compress_passes_its_own(digits
 
     def recording(models, **kwargs):
         batches.append({len(next(iter(feeds.values()))) for _, _, feeds in models})
-        return _faster("static")(models)
+        return fake_bench({"static": 2.0})(models, **kwargs)
 
-    monkeypatch.setattr(api, "bench", recording)
+    monkeypatch.setattr(latency, "bench", recording)
     quantize_model(model, calib, QuantizeOptions(bench_runs=3, bench_batch=8))
     QuantizePass(QuantizeOptions(bench_runs=3)).run(model, PassContext(calib, bench_batch=16))
     quantize_model(model, calib, QuantizeOptions(bench_runs=3))

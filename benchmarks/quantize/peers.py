@@ -39,6 +39,7 @@ from onnxslim_kd.graph.load import load
 from onnxslim_kd.graph.validate import run
 from onnxslim_kd.quantize import QuantizeOptions, quantize_model
 from onnxslim_kd.quantize.calibration import DatasetReader
+from onnxslim_kd.quantize.speed_gate import describe_timing
 from onnxslim_kd.report.environment import environment
 from onnxslim_kd.report.fidelity import accuracy, ctc_decode, output_fidelity, top1_agreement
 from onnxslim_kd.report.table import markdown_table
@@ -184,6 +185,8 @@ def ours(**chosen: str) -> Callable[[Path, Dataset, Path], dict]:
         model, summary = quantize_model(load(path), calib, options)
         onnx.save(model, str(out))
         record = {"result": summary.result, "kept_float": sorted(summary.excluded)}
+        if summary.latency:  # the speed gate's own timing and its verdict
+            record["gate"] = f"{describe_timing(summary.latency)}: {summary.latency['verdict']}"
         if "auto" in summary.calibration:
             record["method"] = summary.calibration["auto"]["chosen"]
         return record
@@ -249,12 +252,16 @@ def table(records: list[dict]) -> str:
             metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in side.items()
                                 if k not in ("seconds", "sqnr_db", "kept_float"))  # fmt: skip
+            interval = latency[label].get("speedup_interval")
             rows.append((
                 rec["model"] if label == "fp32" else "", LABELS[label],
                 f"{latency[label]['p50_ms']:.2f}", f"{latency[label]['speedup']:.2f}x",
+                f"{interval[0]:.2f}-{interval[1]:.2f}x" if interval else "",
                 metrics, f"{side['sqnr_db']:.1f}" if "sqnr_db" in side else "",
             ))  # fmt: skip
-    return markdown_table(["model", "variant", "p50 ms", "vs FP32", "fidelity", "SQNR dB"], rows)
+    return markdown_table(
+        ["model", "variant", "p50 ms", "vs FP32", "95%", "fidelity", "SQNR dB"], rows
+    )
 
 
 def main() -> None:

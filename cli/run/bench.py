@@ -70,16 +70,18 @@ def render(result: BenchResult) -> str:
             f"{lat.percentile(99):.3f}",
             f"{lat.throughput:.1f}",
             f"{lat.speedup:.2f}x",
+            f"{lat.interval[0]:.2f}-{lat.interval[1]:.2f}x" if lat.interval else "",
         )
         for lat in result.latencies
     ]
     env = result.environment
     cpu = env["cpu"]
-    header = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speed-up"]
+    header = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "speed-up", "95%"]
     mode = "interleaved" if len(rows) > 1 else "single model"
     footer = (
         f"{cpu['model']} ({', '.join(cpu['isa']) or 'no AVX2/AVX512/VNNI'}), "
         f"{env['threads']} threads, onnxruntime {env['onnxruntime']}, "
-        f"{result.runs} runs after {result.warmup} warm-up, {mode}; speed-up = ratio of medians"
+        f"{result.runs} runs after {result.warmup} warm-up, {mode}; speed-up = ratio of "
+        "medians, 95% = interval of the per-round ratio's median"
     )
     return markdown_table(header, rows) + "\n\n" + footer

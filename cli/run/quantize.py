@@ -20,6 +20,7 @@ from onnxslim_kd.quantize.equalize import describe_equalization
 from onnxslim_kd.quantize.method_choice import describe_choice
 from onnxslim_kd.quantize.rounding import describe_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing
+from onnxslim_kd.quantize.speed_gate import describe_timing
 from onnxslim_kd.report.table import markdown_table
 
 
@@ -130,7 +131,8 @@ def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
     if summary.latency:
         fp32, int8 = summary.latency["models"]
         timing = f"{fp32['p50_ms']:.3f} ms FP32 -> {int8['p50_ms']:.3f} ms INT8"
-        rows.append(("latency p50", f"{timing} ({int8['speedup']:.2f}x)"))
+        speed = f"{describe_timing(summary.latency)}: {summary.latency['verdict']}"
+        rows.append(("latency p50", f"{timing} ({speed})"))
     if "accuracy_int8" in fidelity:
         change = f"{fidelity['accuracy_fp32']:.2%} FP32 -> {fidelity['accuracy_int8']:.2%} INT8"
         rows.append(("accuracy", f"{change} ({fidelity['samples']} samples)"))

@@ -3,12 +3,19 @@
 Interleaving spreads the noise of a shared machine evenly over the models, so the
 ratio of medians is trustworthy even when absolute numbers drift. Sessions run with
 intra-op spinning off so one session's idle threads do not slow the next one down.
+
+Each model after the first also gets a 95% interval of its speed-up: the per-round ratio
+(first model's time over its own, in the same round) has a median, and the order
+statistics around it bound that median without assuming a distribution (the sign test's
+interval). A decision such as "INT8 is faster" is taken on the interval, not on the point:
+at 1.02x on 30 rounds the same two models land on either side of 1.0 from run to run.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -26,6 +33,8 @@ class Latency:
     batch: int
     times_ms: list[float] = field(repr=False)
     speedup: float = 1.0
+    #: 95% interval of the median per-round speed-up against the first model (None for it)
+    interval: tuple[float, float] | None = None
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.times_ms, q))
@@ -49,8 +58,15 @@ class Latency:
             "mean_ms": round(float(np.mean(self.times_ms)), 4),
             "throughput_per_s": round(self.throughput, 2),
             "speedup": round(self.speedup, 3),
+            **({"speedup_interval": [round(v, 3) for v in self.interval]} if self.interval else {}),
             "runs": len(self.times_ms),
         }
+
+    def verdict(self) -> str:
+        """faster, slower or tie against the first model, at 95% (tie also for the first)."""
+        if self.interval is None or self.interval[0] <= 1.0 <= self.interval[1]:
+            return "tie"
+        return "faster" if self.interval[0] > 1.0 else "slower"
 
 
 @dataclass
@@ -61,6 +77,16 @@ class BenchResult:
     environment: dict
     runs: int
     warmup: int
+
+    def extended(self, more: BenchResult) -> BenchResult:
+        """These rounds and `more`'s (the same models, in the same order) as one result."""
+        times = [
+            a.times_ms + b.times_ms for a, b in zip(self.latencies, more.latencies, strict=True)
+        ]
+        latencies = compare_to_first(
+            [replace(lat, times_ms=t) for lat, t in zip(self.latencies, times, strict=True)]
+        )
+        return replace(self, latencies=latencies, runs=self.runs + more.runs)
 
     def as_dict(self) -> dict:
         return {
@@ -95,7 +121,44 @@ def bench(
         Latency(label, len(next(iter(feed.values()))), t)
         for (label, _, feed), t in zip(models, times, strict=True)
     ]
-    for lat in latencies:
-        lat.speedup = latencies[0].median_ms / lat.median_ms
     env = {**environment(threads), "intra_op_spinning": False}
-    return BenchResult(latencies, env, runs, warmup)
+    return BenchResult(compare_to_first(latencies), env, runs, warmup)
+
+
+def bench_until_decided(
+    models: list[tuple[str, onnx.ModelProto, dict[str, np.ndarray]]],
+    *,
+    threads: int | None = None,
+    runs: int = 30,
+    max_runs: int = 240,
+) -> BenchResult:
+    """Time a reference and a candidate interleaved, `runs` rounds at a time, until the
+    candidate's speed-up interval leaves 1.0 or `max_runs` rounds are in: a tie that
+    more rounds cannot split is reported as a tie, not as the side the noise fell on."""
+    result = bench(models, threads=threads, runs=runs)
+    while result.latencies[1].verdict() == "tie" and result.runs < max_runs:
+        more = min(runs, max_runs - result.runs)
+        result = result.extended(bench(models, threads=threads, runs=more))
+    return result
+
+
+def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free interval of the median of `values` (order statistics of the sign
+    test; z = 1.96 for 95%)."""
+    ordered, count = sorted(values), len(values)
+    spread = z * math.sqrt(count) / 2
+    low = max(0, math.floor(count / 2 - spread) - 1)  # 1-based order statistic to index
+    high = min(count - 1, math.ceil(count / 2 + spread) - 1)
+    return ordered[low], ordered[high]
+
+
+def compare_to_first(latencies: list[Latency]) -> list[Latency]:
+    """`latencies` with each one's speed-up against the first: the ratio of medians, and
+    the interval of the per-round ratios' median."""
+    first = latencies[0]
+    for index, lat in enumerate(latencies):
+        lat.speedup = first.median_ms / lat.median_ms
+        if index:
+            ratios = [a / b for a, b in zip(first.times_ms, lat.times_ms, strict=True)]
+            lat.interval = median_interval(ratios)
+    return latencies

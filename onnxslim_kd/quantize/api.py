@@ -13,7 +13,6 @@ from typing import Any
 import onnx
 
 from onnxslim_kd.bench.cpu import cpu_info
-from onnxslim_kd.bench.latency import bench
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.defaults import (
     CALIBRATION_METHODS,
@@ -41,6 +40,7 @@ from onnxslim_kd.quantize.method_choice import AUTO_METHODS, choose_method, desc
 from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.rounding import apply_rounding, describe_rounding, learned_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing, smooth
+from onnxslim_kd.quantize.speed_gate import gate_warning, time_schemes
 from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from onnxslim_kd.report.budget import Builder, hold_budget
 from onnxslim_kd.report.fidelity import accuracy
@@ -444,40 +444,27 @@ def _fidelity(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset)
 def _latency_gate(
     model: onnx.ModelProto, built: dict, data: Dataset, options: QuantizeOptions
 ) -> tuple[onnx.ModelProto, QuantizeSummary]:
-    """Time FP32 and every scheme interleaved; keep the fastest scheme within the budget
-    (any, when none is), and only when it beats FP32 unless --force-int8."""
+    """Keep the fastest scheme within the budget (any, when none is), and only when it is
+    measurably faster than FP32 unless --force-int8 (quantize.speed_gate)."""
     feeds = data.first(fixed_batch(model) or options.bench_batch or 1)
-    timing = bench(
-        [("fp32", model, feeds), *((name, q, feeds) for name, (q, _) in built.items())],
-        threads=options.threads,
-        runs=options.bench_runs,
-    )
-    speedups = {lat.label: lat.speedup for lat in timing.latencies[1:]}
-    chosen = max(_eligible(built), key=speedups.__getitem__)
-    quantized, summary = built[chosen]
-    record = timing.as_dict()
-    fp32, timed = record["models"][0], record["models"][1 + list(built).index(chosen)]
-    summary.latency = {**record, "models": [fp32, timed]}
-    summary.schemes = _scheme_records(built, speedups)
+    verdict = time_schemes(
+        model, {name: q for name, (q, _) in built.items()}, _eligible(built), feeds,
+        threads=options.threads, runs=options.bench_runs,
+    )  # fmt: skip
+    quantized, summary = built[verdict.chosen]
+    summary.latency = {**verdict.timing, "verdict": verdict.verdict}
+    summary.schemes = _scheme_records(built, verdict.speedups)
     if len(built) > 1:
         summary.warnings.append(
-            f"{chosen} INT8 chosen: "
-            + ", ".join(f"{n} {s:.2f}x" for n, s in speedups.items())
+            f"{verdict.chosen} INT8 chosen: "
+            + ", ".join(f"{n} {s:.2f}x" for n, s in verdict.speedups.items())
             + " vs FP32 (interleaved medians)"
         )
-    speedup = speedups[chosen]
-    if speedup > 1.0:
+    warning = gate_warning(verdict, options.force_int8)
+    if warning:
+        summary.warnings.append(warning)
+    if verdict.verdict == "faster" or options.force_int8:
         return quantized, summary
-    if options.force_int8:
-        summary.warnings.append(
-            f"INT8 is slower than FP32 on this CPU ({speedup:.2f}x, interleaved medians); "
-            "kept because of --force-int8"
-        )
-        return quantized, summary
-    summary.warnings.append(
-        f"INT8 is not faster than FP32 on this CPU ({speedup:.2f}x, interleaved medians): "
-        "wrote the FP32 model (--force-int8 keeps INT8)"
-    )
     summary.result = "fp32 (int8 not faster)"
     return clone(model), summary
 

@@ -32,7 +32,9 @@ class QuantizePass(Pass):
         speedup = summary["latency"]["models"][-1]["speedup"] if summary.get("latency") else None
         timing = f"; {speedup:.2f}x vs FP32" if speedup else ""
         if summary["result"] != "int8":
-            return f"kept FP32: INT8 measured {speedup:.2f}x vs FP32, not faster"
+            low, high = summary["latency"]["models"][-1]["speedup_interval"]
+            measured = f"{speedup:.2f}x (95% interval {low:.2f}-{high:.2f}x)"
+            return f"kept FP32: INT8 measured {measured} vs FP32, not faster"
         scheme = (
             "dynamic MatMul" if summary.get("scheme") == "dynamic"
             else f"{types['format']} {types['activations']}/{types['weights']}"
