@@ -12,7 +12,7 @@ from onnxslim_kd.bench.latency import BenchResult, Latency, bench_until_decided,
 from onnxslim_kd.data import load_data
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, quantize_model
-from onnxslim_kd.quantize.speed_gate import MAX_ROUNDS_FACTOR
+from onnxslim_kd.quantize.speed_gate import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 from tests.timings import fake_bench
 
 
@@ -56,6 +56,61 @@ def test_a_verdict_is_faster_slower_or_tie_by_the_interval_not_the_point():
     assert "speedup_interval" not in _result([1.0] * 4, [1.0] * 4).latencies[0].as_dict()
 
 
+def test_a_margin_makes_a_small_but_certain_gain_a_tie():
+    slight = _result([1.0] * 30, [0.99, 0.985] * 15).latencies[1]  # 1.010-1.015x every round
+    assert slight.verdict() == "faster"
+    assert slight.verdict(SESSION_MARGIN) == "tie"
+    assert _result([1.0] * 30, [1.01] * 30).latencies[1].verdict(SESSION_MARGIN) == "tie"
+
+
+def test_quantize_does_not_keep_int8_within_the_session_margin(digits_model, calib, monkeypatch):
+    monkeypatch.setattr(latency, "bench", fake_bench({"static": 1.01}, jitter=0.001))
+    _, summary = quantize_model(digits_model, calib, QuantizeOptions(samples=16, bench_runs=10))
+    assert summary.result == "fp32 (int8 not faster)" and summary.latency["verdict"] == "tie"
+    low, high = summary.latency["models"][1]["speedup_interval"]
+    assert 1.0 < low <= high < 1.0 + SESSION_MARGIN
+
+
+class _Clock:
+    """A fake perf_counter and sessions: each run takes 1 ms, the first of a round 2 ms."""
+
+    def __init__(self, count: int) -> None:
+        self.now, self.calls, self.count, self.order = 0.0, 0, count, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def session(self, label):
+        clock = self
+
+        class Session:
+            def run(self, outputs, feeds):
+                first = clock.calls % clock.count == 0
+                clock.calls += 1
+                clock.order.append(label)
+                clock.now += 0.002 if first else 0.001
+
+        return Session()
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+def test_rotation_spreads_a_position_cost_over_every_model(monkeypatch, rotate):
+    clock = _Clock(3)
+    labels = iter("abc")
+    monkeypatch.setattr(latency, "make_session", lambda model, **_: clock.session(next(labels)))
+    monkeypatch.setattr(latency.time, "perf_counter", clock.perf_counter)
+    models = [(label, None, {"x": np.zeros((1, 1))}) for label in "abc"]
+    result = latency.bench(models, runs=6, warmup=0, rotate=rotate)
+    rounds = [clock.order[i : i + 3] for i in range(0, 18, 3)]
+    if rotate:
+        assert rounds[:3] == [list("abc"), list("bca"), list("cab")]
+        assert [sum(lat.times_ms) for lat in result.latencies] == pytest.approx([8.0] * 3)
+        assert result.environment["order"] == "rotated"
+    else:
+        assert rounds == [list("abc")] * 6
+        assert [lat.speedup for lat in result.latencies] == pytest.approx([1.0, 2.0, 2.0])
+
+
 def test_rounds_are_added_while_it_is_a_tie_up_to_the_cap(monkeypatch):
     calls = []
 
@@ -90,8 +145,10 @@ def test_quantize_keeps_int8_only_when_measurably_faster(digits_model, calib, mo
     assert summary.result == "fp32 (int8 not faster)" and summary.latency["verdict"] == "tie"
     assert summary.latency["runs"] == 10 * MAX_ROUNDS_FACTOR
     warning = next(w for w in summary.warnings if "FP32 on this CPU" in w)
-    assert warning.startswith("INT8 is not measurably faster than FP32 on this CPU (1.00x, 95% "
-                              "interval 0.95-1.05x over 80 interleaved rounds)")  # fmt: skip
+    assert warning.startswith(
+        "INT8 is not measurably faster than FP32 on this CPU (1.00x, per-round speed-up "
+        "0.95-1.05x at 95% over 80 interleaved rounds)"
+    )
     assert warning.endswith("wrote the FP32 model (--force-int8 keeps INT8)")
     assert model.SerializeToString() == digits_model.SerializeToString()
 
@@ -118,7 +175,10 @@ def test_the_cli_table_and_json_give_the_interval_and_the_verdict(cli, tmp_path,
                  digits / "calib.npz", "--samples", "16", "--bench-runs", "10",
                  f"--json={report}")  # fmt: skip
     assert result.code == 0, result.stderr
-    assert "(1.50x, 95% interval 1.49-1.51x over 10 interleaved rounds: faster)" in result.stdout
+    assert (
+        "(1.50x, per-round speed-up 1.49-1.51x at 95% over 10 interleaved rounds: faster)"
+        in result.stdout
+    )
     timing = json.loads(report.read_text())["latency"]
     assert timing["verdict"] == "faster" and timing["models"][1]["speedup_interval"] == [
         1.485,

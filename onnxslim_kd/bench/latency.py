@@ -62,11 +62,15 @@ class Latency:
             "runs": len(self.times_ms),
         }
 
-    def verdict(self) -> str:
-        """faster, slower or tie against the first model, at 95% (tie also for the first)."""
-        if self.interval is None or self.interval[0] <= 1.0 <= self.interval[1]:
+    def verdict(self, margin: float = 0.0) -> str:
+        """faster, slower or tie against the first model: faster when the whole 95%
+        interval is above 1 + `margin`, slower when it is below 1 - `margin` (tie also
+        for the first model)."""
+        if self.interval is None:
             return "tie"
-        return "faster" if self.interval[0] > 1.0 else "slower"
+        if self.interval[0] > 1.0 + margin:
+            return "faster"
+        return "slower" if self.interval[1] < 1.0 - margin else "tie"
 
 
 @dataclass
@@ -104,25 +108,39 @@ def bench(
     threads: int | None = None,
     runs: int = 100,
     warmup: int = 10,
+    rotate: bool = True,
 ) -> BenchResult:
-    """Time each (label, model, feeds) `runs` times, interleaved, after `warmup` rounds."""
+    """Time each (label, model, feeds) `runs` times, interleaved, after `warmup` rounds.
+
+    With `rotate`, each round starts one model later than the one before (A B C, B C A,
+    C A B, ...), so every model runs in every position equally often. In a fixed order a
+    model's position biased its time: an identical copy of the FP32 model read 1.03-1.10x
+    against itself from a later position of an 8-model round (benchmarks/quantize/
+    peers.json of 2026-12-03); benchmarks/bench/position.py measures both orders."""
     sessions = [make_session(model, threads=threads, spinning=False) for _, model, _ in models]
     feeds = [f for _, _, f in models]
     times: list[list[float]] = [[] for _ in models]
     for _ in range(warmup):
         for session, feed in zip(sessions, feeds, strict=True):
             session.run(None, feed)
-    for _ in progress(range(runs), "bench", total=runs):
-        for index, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
+    for round_ in progress(range(runs), "bench", total=runs):
+        for index in _rotated(len(models), round_ if rotate else 0):
             start = time.perf_counter()
-            session.run(None, feed)
+            sessions[index].run(None, feeds[index])
             times[index].append((time.perf_counter() - start) * 1000.0)
     latencies = [
         Latency(label, len(next(iter(feed.values()))), t)
         for (label, _, feed), t in zip(models, times, strict=True)
     ]
     env = {**environment(threads), "intra_op_spinning": False}
+    env["order"] = "rotated" if rotate else "fixed"
     return BenchResult(compare_to_first(latencies), env, runs, warmup)
+
+
+def _rotated(count: int, round_: int) -> list[int]:
+    """Model indices in round `round_`'s order: 0..count-1 started at round_ % count."""
+    start = round_ % count
+    return [*range(start, count), *range(start)]
 
 
 def bench_until_decided(
@@ -131,12 +149,13 @@ def bench_until_decided(
     threads: int | None = None,
     runs: int = 30,
     max_runs: int = 240,
+    margin: float = 0.0,
 ) -> BenchResult:
     """Time a reference and a candidate interleaved, `runs` rounds at a time, until the
-    candidate's speed-up interval leaves 1.0 or `max_runs` rounds are in: a tie that
-    more rounds cannot split is reported as a tie, not as the side the noise fell on."""
+    candidate's speed-up interval leaves 1 +- `margin` or `max_runs` rounds are in: a tie
+    that more rounds cannot split is reported as a tie, not as the side the noise fell on."""
     result = bench(models, threads=threads, runs=runs)
-    while result.latencies[1].verdict() == "tie" and result.runs < max_runs:
+    while result.latencies[1].verdict(margin) == "tie" and result.runs < max_runs:
         more = min(runs, max_runs - result.runs)
         result = result.extended(bench(models, threads=threads, runs=more))
     return result

@@ -33,7 +33,7 @@ class QuantizePass(Pass):
         timing = f"; {speedup:.2f}x vs FP32" if speedup else ""
         if summary["result"] != "int8":
             low, high = summary["latency"]["models"][-1]["speedup_interval"]
-            measured = f"{speedup:.2f}x (95% interval {low:.2f}-{high:.2f}x)"
+            measured = f"{speedup:.2f}x (per-round {low:.2f}-{high:.2f}x at 95%)"
             return f"kept FP32: INT8 measured {measured} vs FP32, not faster"
         scheme = (
             "dynamic MatMul" if summary.get("scheme") == "dynamic"
