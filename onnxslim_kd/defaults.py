@@ -34,6 +34,15 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse", "auto")
 #: (benchmarks/quantize/rounding.json).
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 DEFAULT_WEIGHT_ROUNDING = "gptq"
+#: quantize's speed gate (quantize.speed_gate) times at most this many times --bench-runs
+#: rounds before calling a tie.
+MAX_ROUNDS_FACTOR = 8
+#: How far from 1.0 the gate's interval must lie for a verdict. Two sessions of the same
+#: model differ by more than their rounds' noise: two identical copies of mobilenet_v3_small
+#: read 0.973-1.004x against each other over 240 rounds, the interval excluding 1.0 once
+#: in six runs (benchmarks/bench/position.py, position_pair.json). So INT8 is faster
+#: only when its whole interval is above 1.02, slower only when it is below 0.98.
+SESSION_MARGIN = 0.02
 #: Calibration samples and the memory for histogram calibration, by default.
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_MEMORY_MB = 1024

@@ -18,8 +18,10 @@ from onnxslim_kd.defaults import (
     DEFAULT_CALIB_MEMORY_MB,
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_WEIGHT_ROUNDING,
+    MAX_ROUNDS_FACTOR,
     QUANTIZE_MODES,
     QUANTIZE_TARGETS,
+    SESSION_MARGIN,
     WEIGHT_ROUNDINGS,
 )
 
@@ -134,8 +136,9 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
         "--bench-runs",
         type=NON_NEGATIVE,
         default=30,
-        help="interleaved FP32/INT8 timed rounds, repeated up to 8x while the speed-up's 95%% "
-        "interval holds 1.0 (30; 0 skips)",
+        help=f"interleaved FP32/INT8 timed rounds, repeated up to {MAX_ROUNDS_FACTOR}x while "
+        f"the speed-up's 95%% interval is neither above {1 + SESSION_MARGIN:g} nor below "
+        f"{1 - SESSION_MARGIN:g} (30; 0 skips)",
     )
     parser.add_argument(
         "--bench-batch", type=POSITIVE, default=1,

@@ -18,15 +18,7 @@ import numpy as np
 import onnx
 
 from onnxslim_kd.bench import latency
-
-#: The gate times at most this many times --bench-runs rounds before calling a tie.
-MAX_ROUNDS_FACTOR = 8
-#: How far from 1.0 the interval must lie for a verdict. Two sessions of the same model
-#: differ by more than their rounds' noise: two identical copies of mobilenet_v3_small
-#: read 0.987-1.013x against each other over 240 rounds, the interval excluding 1.0 once
-#: in six runs (benchmarks/bench/position.py, position.json). So INT8 is faster only
-#: when its whole interval is above 1.02.
-SESSION_MARGIN = 0.02
+from onnxslim_kd.defaults import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 
 
 @dataclass
