@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import onnxslim_kd as sk
+from onnxslim_kd.bench import latency
 from onnxslim_kd.prune.prune import PruneOptions, prune
+from onnxslim_kd.report.comparison import compare_before_after
+from onnxslim_kd.report.gate import speedup_limit
+from tests.timings import fake_bench
 
 
 def _pruned(tmp_path, digits):
@@ -27,6 +33,26 @@ def test_passes_when_every_limit_holds(cli, tmp_path, digits):
     assert [limit["name"] for limit in record["limits"]] == ["max-drop", "min-speedup",
                                                             "max-size-mb"]  # fmt: skip
     assert record["limits"][0]["measured"] == 0.0
+    assert record["limits"][1]["detail"].endswith("interleaved rounds: above 0.5x")
+
+
+@pytest.mark.parametrize(
+    ("speedup", "passed", "rounds", "reading"),
+    [(2.6, True, 10, "above 2x"), (1.5, False, 10, "below 2x"),
+     (2.01, True, 80, "not measurably below 2x")],
+)  # fmt: skip
+def test_min_speedup_is_decided_on_the_interval_timed_until_decided(
+    monkeypatch, digits, speedup, passed, rounds, reading
+):
+    """Rounds of 2.01x +- 1% straddle the bar of 2: timed to the cap (8 x 10 rounds) and
+    passed as not measurably below; 1.5x fails and 2.6x passes on the first 10 rounds."""
+    monkeypatch.setattr(latency, "bench", fake_bench({"after": speedup}))
+    model = sk.load(digits / "model.onnx")
+    comparison = compare_before_after(model, model, None, runs=10, speedup_bar=2.0)
+    limit = speedup_limit(comparison, 2.0)
+    assert (limit.passed, comparison.latency.runs) == (passed, rounds)
+    assert limit.measured == pytest.approx(speedup, rel=1e-6)
+    assert limit.detail.endswith(f"over {rounds} interleaved rounds: {reading}")
 
 
 def test_fails_naming_the_limit(cli, tmp_path, digits):

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     baseline, candidate = load(args.baseline), load(args.candidate)
     data = data_from(args, baseline, args.data)
     comparison = compare_before_after(baseline, candidate, data, threads=args.threads,
-                                      runs=args.runs)  # fmt: skip
+                                      runs=args.runs, speedup_bar=args.min_speedup)  # fmt: skip
     limits = evaluate_limits(
         comparison,
         size_on_disk(Path(args.candidate)),

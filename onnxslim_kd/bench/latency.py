@@ -62,15 +62,29 @@ class Latency:
             "runs": len(self.times_ms),
         }
 
-    def verdict(self, margin: float = 0.0) -> str:
-        """faster, slower or tie against the first model: faster when the whole 95%
-        interval is above 1 + `margin`, slower when it is below 1 - `margin` (tie also
-        for the first model)."""
+    def verdict(self, margin: float = 0.0, bar: float = 1.0) -> str:
+        """faster, slower or tie against `bar` times the first model's speed: faster when
+        the whole 95% interval is above bar * (1 + `margin`), slower when it is below
+        bar * (1 - `margin`) (tie also for the first model)."""
         if self.interval is None:
             return "tie"
-        if self.interval[0] > 1.0 + margin:
+        if self.interval[0] > bar * (1.0 + margin):
             return "faster"
-        return "slower" if self.interval[1] < 1.0 - margin else "tie"
+        return "slower" if self.interval[1] < bar * (1.0 - margin) else "tie"
+
+    def describe(self) -> str:
+        """'1.02x, per-round speed-up 0.98-1.05x at 95% over 240 interleaved rounds'."""
+        return speedup_text(self.speedup, self.interval, len(self.times_ms))
+
+
+def speedup_text(speedup: float, interval: tuple[float, float] | None, rounds: int) -> str:
+    """The ratio of medians, then the interval of the per-round ratios' median, which need
+    not center on it."""
+    low, high = interval if interval else (speedup, speedup)
+    return (
+        f"{speedup:.2f}x, per-round speed-up {low:.2f}-{high:.2f}x at 95% over "
+        f"{rounds} interleaved rounds"
+    )
 
 
 @dataclass
@@ -150,12 +164,14 @@ def bench_until_decided(
     runs: int = 30,
     max_runs: int = 240,
     margin: float = 0.0,
+    bar: float = 1.0,
 ) -> BenchResult:
     """Time a reference and a candidate interleaved, `runs` rounds at a time, until the
-    candidate's speed-up interval leaves 1 +- `margin` or `max_runs` rounds are in: a tie
-    that more rounds cannot split is reported as a tie, not as the side the noise fell on."""
+    candidate's speed-up interval leaves `bar` * (1 +- `margin`) or `max_runs` rounds are
+    in: a tie that more rounds cannot split is reported as a tie, not as the side the
+    noise fell on."""
     result = bench(models, threads=threads, runs=runs)
-    while result.latencies[1].verdict(margin) == "tie" and result.runs < max_runs:
+    while result.latencies[1].verdict(margin, bar) == "tie" and result.runs < max_runs:
         more = min(runs, max_runs - result.runs)
         result = result.extended(bench(models, threads=threads, runs=more))
     return result

@@ -35,15 +35,10 @@ class SpeedVerdict:
 
 def describe_timing(timing: dict) -> str:
     """'1.02x, per-round speed-up 0.98-1.05x at 95% over 240 interleaved rounds' of a
-    pair's timing record (BenchResult.as_dict of FP32 and one INT8 model): the ratio of
-    medians, then the interval of the per-round ratios' median, which need not center on
-    it."""
+    pair's timing record (BenchResult.as_dict of FP32 and one INT8 model)."""
     candidate = timing["models"][1]
-    low, high = candidate["speedup_interval"]
-    return (
-        f"{candidate['speedup']:.2f}x, per-round speed-up {low:.2f}-{high:.2f}x at 95% over "
-        f"{timing['runs']} interleaved rounds"
-    )
+    interval = tuple(candidate["speedup_interval"])
+    return latency.speedup_text(candidate["speedup"], interval, timing["runs"])
 
 
 def time_schemes(

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxslim_kd.bench.latency import BenchResult, bench
+from onnxslim_kd.bench.latency import BenchResult, bench, bench_until_decided
 from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
+from onnxslim_kd.defaults import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.stats import ModelStats, model_stats
 from onnxslim_kd.graph.validate import run_pair
@@ -87,9 +88,12 @@ def compare_before_after(
     threads: int | None = None,
     runs: int = 50,
     label_output: str | None = None,
+    speedup_bar: float | None = None,
 ) -> Comparison:
     """Stats of both models, interleaved latency (skipped when runs=0), fidelity on `data`
-    of every output by its role (report.outputs), accuracy on the labels' output."""
+    of every output by its role (report.outputs), accuracy on the labels' output. With a
+    `speedup_bar`, `runs` more rounds at a time (up to MAX_ROUNDS_FACTOR * `runs`) while
+    the speed-up's interval holds the bar, so a limit is decided on the interval."""
     shapes = shapes or {}
     evaluation = data if data is not None else random_data(before, shapes)
     ref_out, cand_out = run_pair(before, after, evaluation)
@@ -109,9 +113,14 @@ def compare_before_after(
         comparison.accuracy_after = accuracy(cand_out[labelled], evaluation.labels, axis)
     if runs:
         feeds = bench_feeds(before, data, shapes)
-        comparison.latency = bench(
-            [("before", before, feeds), ("after", after, feeds)], threads=threads, runs=runs
-        )
+        pair = [("before", before, feeds), ("after", after, feeds)]
+        if speedup_bar is None:
+            comparison.latency = bench(pair, threads=threads, runs=runs)
+        else:
+            comparison.latency = bench_until_decided(
+                pair, threads=threads, runs=runs, max_runs=runs * MAX_ROUNDS_FACTOR,
+                margin=SESSION_MARGIN, bar=speedup_bar,
+            )  # fmt: skip
     return comparison
 
 
