@@ -203,6 +203,7 @@ def test_unreached_target_within_budget_says_so_and_exits_4(cli, tmp_path, digit
     assert (
         "onnxslim-kd: target 50x not reached within the budget: the fastest candidate in budget is"
         in result.stderr
+        and "per-round speed-up" in result.stderr
         and "(no pruning)" in result.stderr
     )
     search = json.loads(out.with_name("o.onnx.report.json").read_text())["search"]
@@ -241,6 +242,30 @@ def test_search_measures_candidates_and_honours_the_budget(digits):
     record = found.as_dict()
     assert record["reached_target"] is False
     assert [c["label"] for c in record["candidates"]] == [c.label for c in found.candidates]
+
+
+@pytest.mark.parametrize(("speedup", "reached", "rounds"), [(2.01, True, 80), (1.5, False, 10)])
+def test_a_trial_reaches_the_target_unless_measurably_below_it(
+    monkeypatch, digits, speedup, reached, rounds
+):
+    """Every stage timed at `speedup` +- 1% against a target of 2: 2.01x straddles it, so
+    the trial is timed to the cap (8 x 10 rounds) and reaches it, as check would pass it;
+    1.5x is below it on the first 10 rounds, so exit 4's reason gives the interval."""
+    from onnxslim_kd.bench import latency
+    from onnxslim_kd.pipeline.search import search
+    from tests.timings import fake_bench
+
+    monkeypatch.setattr(latency, "bench", fake_bench({}, others=speedup))
+    model = sk.load(digits / "model.onnx")
+    train = sk.load_data(digits / "train.npz", model, samples=200)
+    found = search(model, train, None, target_speedup=2.0, max_drop=1.0, bench_runs=10,
+                   strengths=(1.0,), downsample=(1,))  # fmt: skip
+    (trial,) = found.as_dict()["candidates"]
+    assert (trial["label"], trial["reaches_target"]) == ("no pruning", reached)
+    assert found.as_dict()["reached_target"] is reached
+    assert trial["speedup"] == pytest.approx(speedup, rel=1e-3)
+    low, high = trial["speedup_interval"]
+    assert low < speedup < high and found.chosen.result.comparison.latency.runs == rounds
 
 
 def _structure(keep, predicted, downsample=1):

@@ -10,9 +10,9 @@ import pytest
 from onnxslim_kd.bench import latency
 from onnxslim_kd.bench.latency import BenchResult, Latency, bench_until_decided, median_interval
 from onnxslim_kd.data import load_data
+from onnxslim_kd.defaults import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 from onnxslim_kd.graph.load import load
 from onnxslim_kd.quantize import QuantizeOptions, quantize_model
-from onnxslim_kd.quantize.speed_gate import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 from tests.timings import fake_bench
 
 

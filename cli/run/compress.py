@@ -185,11 +185,12 @@ def verdict(result: CompressResult, found: SearchResult | None, args) -> dict:
             failed = f"output '{name}' SQNR {sqnr:.1f} dB < --min-sqnr {min_sqnr:g}"
         record["reasons"].append(f"budget not met{tried}: {failed} (the closest result was saved)")
         record["exit_code"] = BUDGET_MISSED
-    elif found and found.chosen.speedup < found.target_speedup:
+    elif found and not found.chosen.reaches_target:
         best = found.chosen
+        timed = result.comparison.latency.latencies[-1]
         record["reasons"].append(
             f"target {found.target_speedup:g}x not reached within the budget: the fastest "
-            f"candidate in budget is {best.speedup:.2f}x ({best.label})"
+            f"candidate in budget is {timed.describe()} ({best.label})"
             f"{'' if args.best_effort else '; exit 4 (--best-effort: exit 0)'}"
         )
         record["exit_code"] = 0 if args.best_effort else TARGET_MISSED

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import onnx
 
+from onnxslim_kd.defaults import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 from onnxslim_kd.graph.session import make_session
 from onnxslim_kd.progress import progress
 from onnxslim_kd.report.environment import environment
@@ -71,6 +72,12 @@ class Latency:
         if self.interval[0] > bar * (1.0 + margin):
             return "faster"
         return "slower" if self.interval[1] < bar * (1.0 - margin) else "tie"
+
+    def reaches(self, bar: float) -> bool:
+        """Not measurably below `bar`: the interval is not under it by more than two
+        sessions of one model differ (SESSION_MARGIN). The rule of check --min-speedup and
+        of compress's target, so a pair at the bar gets the same answer every run."""
+        return self.verdict(SESSION_MARGIN, bar) != "slower"
 
     def describe(self) -> str:
         """'1.02x, per-round speed-up 0.98-1.05x at 95% over 240 interleaved rounds'."""
@@ -166,15 +173,33 @@ def bench_until_decided(
     margin: float = 0.0,
     bar: float = 1.0,
 ) -> BenchResult:
-    """Time a reference and a candidate interleaved, `runs` rounds at a time, until the
-    candidate's speed-up interval leaves `bar` * (1 +- `margin`) or `max_runs` rounds are
-    in: a tie that more rounds cannot split is reported as a tie, not as the side the
-    noise fell on."""
+    """Time a reference, then models up to a candidate (the last), interleaved, `runs`
+    rounds at a time, until the candidate's speed-up interval leaves `bar` * (1 +- `margin`)
+    or `max_runs` rounds are in: a tie that more rounds cannot split is reported as a tie,
+    not as the side the noise fell on."""
     result = bench(models, threads=threads, runs=runs)
-    while result.latencies[1].verdict(margin, bar) == "tie" and result.runs < max_runs:
+    while result.latencies[-1].verdict(margin, bar) == "tie" and result.runs < max_runs:
         more = min(runs, max_runs - result.runs)
         result = result.extended(bench(models, threads=threads, runs=more))
     return result
+
+
+def bench_against(
+    models: list[tuple[str, onnx.ModelProto, dict[str, np.ndarray]]],
+    *,
+    threads: int | None = None,
+    runs: int = 100,
+    bar: float | None = None,
+) -> BenchResult:
+    """`bench`; with a `bar` (the speed-up asked of the last model), `runs` more rounds at
+    a time while its interval holds the bar within SESSION_MARGIN, up to
+    MAX_ROUNDS_FACTOR * `runs` rounds."""
+    if bar is None:
+        return bench(models, threads=threads, runs=runs)
+    return bench_until_decided(
+        models, threads=threads, runs=runs, max_runs=runs * MAX_ROUNDS_FACTOR,
+        margin=SESSION_MARGIN, bar=bar,
+    )  # fmt: skip
 
 
 def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:

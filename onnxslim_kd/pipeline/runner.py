@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxslim_kd.bench.latency import bench
+from onnxslim_kd.bench.latency import bench_against
 from onnxslim_kd.data import random_data, with_data_shapes
 from onnxslim_kd.data.dataset import Dataset
 from onnxslim_kd.graph.stats import model_stats
@@ -60,6 +60,7 @@ def compress(
     bench_batch: int = 1,
     checkpoints: Checkpoints | None = None,
     label_output: str | None = None,
+    speedup_bar: float | None = None,
 ) -> CompressResult:
     """Run `recipe` (default: DEFAULT_RECIPE) on `model`, verifying every pass.
 
@@ -67,7 +68,9 @@ def compress(
     interface; its output fidelity against the pass's input and against the original is
     recorded (an untuned prune is far from both; the distillation after it is close to the
     original, not to its input). With
-    `checkpoints`, finished stages are stored and reused by a rerun.
+    `checkpoints`, finished stages are stored and reused by a rerun. With a `speedup_bar`
+    (a target), the stages are timed until the result's speed-up interval leaves it
+    (bench.latency.bench_against).
     """
     shapes = with_data_shapes(model, data, shapes)
     data = labels_for_training(model, data, label_output)
@@ -112,7 +115,7 @@ def compress(
     if bench_runs:
         feeds = bench_feeds(model, eval_data or data, shapes, bench_batch)
         timed = [(label, stage, feeds) for label, stage in stages]
-        comparison.latency = bench(timed, threads=threads, runs=bench_runs)
+        comparison.latency = bench_against(timed, threads=threads, runs=bench_runs, bar=speedup_bar)
     return CompressResult(current, records, comparison)
 
 

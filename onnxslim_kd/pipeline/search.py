@@ -12,8 +12,9 @@ measures slower than the target it moves to stronger ones. A transformer's resid
 of the target: pruning it changes the LayerNorms' statistics, so the structures that do
 are only timed then, and fine-tune PRUNE_NORMS_EPOCHS times longer.
 Each trial runs the whole default recipe with distillation and is measured like `check`
-measures: speed-up as the ratio of interleaved medians, quality as test accuracy (or
-top-1 agreement with the original without labels).
+measures: speed-up as the ratio of interleaved medians, timed until its 95% interval
+leaves the target, which it reaches unless measurably below (bench.latency.Latency.
+reaches); quality as test accuracy (or top-1 agreement with the original without labels).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
 from onnxslim_kd.progress import muted, progress, report
 from onnxslim_kd.report.comparison import bench_feeds
-from onnxslim_kd.report.gate import accuracy_drop, within_budget
+from onnxslim_kd.report.gate import accuracy_drop, reading, within_budget
 
 #: MACs fractions kept by channel pruning, gentle to strong; 1.0 (no pruning, so no
 #: distillation either: decompose where faster and quantize) is the safe first trial.
@@ -159,6 +160,12 @@ class Candidate:
     drop: float
     within_budget: bool
     result: CompressResult = field(repr=False)
+    reaches_target: bool = False  # not measurably below the target speed-up
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        latency = self.result.comparison.latency
+        return latency.latencies[-1].interval if latency else None
 
     @property
     def label(self) -> str:
@@ -175,6 +182,8 @@ class Candidate:
             "downsample": self.structure.downsample,
             "predicted_speedup": round(self.structure.predicted, 3),
             "speedup": round(self.speedup, 3),
+            **({"speedup_interval": [round(v, 3) for v in self.interval]} if self.interval else {}),
+            "reaches_target": self.reaches_target,
             "quality": round(self.quality, 4),
             "drop": round(self.drop, 4),
             "within_budget": self.within_budget,
@@ -195,7 +204,7 @@ class SearchResult:
             "target_speedup": self.target_speedup,
             "max_drop": self.max_drop,
             "met_budget": self.met,
-            "reached_target": self.chosen.speedup >= self.target_speedup,
+            "reached_target": self.chosen.reaches_target,
             "chosen": self.chosen.label,
             "structures": [s.as_dict() for s in self.structures],
             "candidates": [c.as_dict() for c in self.candidates],
@@ -241,19 +250,21 @@ def search(
     def attempt(structure: Structure) -> Candidate:
         result = compress(
             model, structure.recipe(distill_epochs), data=data, bench_runs=bench_runs,
-            label_output=label_output, **run_options,
+            label_output=label_output, speedup_bar=target_speedup, **run_options,
         )  # fmt: skip
         drop, _ = accuracy_drop(result.comparison)
         drop = 0.0 if drop is None else drop
         base = result.comparison.accuracy_before or 1.0
-        speedup = result.comparison.latency.latencies[-1].speedup
+        timed = result.comparison.latency.latencies[-1]
         ok = within_budget(result.comparison, max_drop, min_sqnr)
-        candidate = Candidate(structure, speedup, base - drop, drop, ok, result)
+        candidate = Candidate(structure, timed.speedup, base - drop, drop, ok, result,
+                              timed.reaches(target_speedup))  # fmt: skip
         tried.append(candidate)
         verdict = "within budget" if ok else "misses the budget"
-        report("search", f"trial {len(tried)} {structure.label}: {speedup:.2f}x, drop "
-               f"{drop:.2%}, {verdict}", trial=len(tried), structure=structure.label,
-               speedup=speedup, drop=drop, within_budget=ok)  # fmt: skip
+        report("search", f"trial {len(tried)} {structure.label}: {timed.describe()} "
+               f"({reading(timed, target_speedup)}), drop {drop:.2%}, {verdict}",
+               trial=len(tried), structure=structure.label, speedup=timed.speedup,
+               speedup_interval=timed.interval, drop=drop, within_budget=ok)  # fmt: skip
         return candidate
 
     baseline = next((s for s in structures if s.keep_macs >= 1 and s.downsample == 1), None)
@@ -261,7 +272,7 @@ def search(
         attempt(baseline)
     others = [s for s in structures if s is not baseline]
     for _ in range(max_trials):
-        if any(c.within_budget and c.speedup >= target_speedup for c in tried):
+        if any(c.within_budget and c.reaches_target for c in tried):
             break
         following = _next_trial(others, tried, target_speedup)
         if following is None and widen:
@@ -378,7 +389,7 @@ def _next_trial(
     but measured slower than the target (untuned timings are noisy predictions).
     """
     over = [c.keep_macs for c in tried if not c.within_budget]
-    slow = [c.keep_macs for c in tried if c.within_budget and c.speedup < target]
+    slow = [c.keep_macs for c in tried if c.within_budget and not c.reaches_target]
     done = {id(c.structure) for c in tried}
     eligible = [
         s for s in structures

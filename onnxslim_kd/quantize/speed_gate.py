@@ -3,7 +3,7 @@ measurably faster than the FP32 model at all.
 
 The schemes are timed against FP32 interleaved; the fastest one within the budget is
 then timed against FP32 alone, in more rounds while its 95% speed-up interval is not
-decided (bench.latency.bench_until_decided). INT8 is kept only when the whole interval
+decided (bench.latency.bench_against). INT8 is kept only when the whole interval
 is above 1.0 by more than two sessions of one model differ (SESSION_MARGIN): a point
 estimate of 1.02x on 30 rounds kept INT8 on one run and returned FP32 on the next for
 the same graph (benchmarks/quantize/peers.json of 2026-12-03, detector_trained), and a
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from onnxslim_kd.bench import latency
-from onnxslim_kd.defaults import MAX_ROUNDS_FACTOR, SESSION_MARGIN
+from onnxslim_kd.defaults import SESSION_MARGIN
 
 
 @dataclass
@@ -56,9 +56,9 @@ def time_schemes(
         chosen = max(eligible, key=speedups.__getitem__)
     else:
         chosen, speedups = eligible[0], {}
-    pair = latency.bench_until_decided(
+    pair = latency.bench_against(
         [("fp32", model, feeds), (chosen, schemes[chosen], feeds)],
-        threads=threads, runs=runs, max_runs=runs * MAX_ROUNDS_FACTOR, margin=SESSION_MARGIN,
+        threads=threads, runs=runs, bar=1.0,
     )  # fmt: skip
     speedups = speedups or {chosen: pair.latencies[1].speedup}
     verdict = pair.latencies[1].verdict(SESSION_MARGIN)

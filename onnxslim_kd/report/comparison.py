@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxslim_kd.bench.latency import BenchResult, bench, bench_until_decided
+from onnxslim_kd.bench.latency import BenchResult, bench_against
 from onnxslim_kd.data import random_data
 from onnxslim_kd.data.dataset import Dataset
-from onnxslim_kd.defaults import MAX_ROUNDS_FACTOR, SESSION_MARGIN
 from onnxslim_kd.graph.io import fixed_batch
 from onnxslim_kd.graph.stats import ModelStats, model_stats
 from onnxslim_kd.graph.validate import run_pair
@@ -114,13 +113,7 @@ def compare_before_after(
     if runs:
         feeds = bench_feeds(before, data, shapes)
         pair = [("before", before, feeds), ("after", after, feeds)]
-        if speedup_bar is None:
-            comparison.latency = bench(pair, threads=threads, runs=runs)
-        else:
-            comparison.latency = bench_until_decided(
-                pair, threads=threads, runs=runs, max_runs=runs * MAX_ROUNDS_FACTOR,
-                margin=SESSION_MARGIN, bar=speedup_bar,
-            )  # fmt: skip
+        comparison.latency = bench_against(pair, threads=threads, runs=runs, bar=speedup_bar)
     return comparison
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from onnxslim_kd.bench.latency import Latency
 from onnxslim_kd.defaults import SESSION_MARGIN
 from onnxslim_kd.report.comparison import Comparison
 
@@ -66,10 +67,15 @@ def speedup_limit(comparison: Comparison, min_speedup: float) -> Limit:
     if comparison.latency is None:
         return Limit("min-speedup", None, min_speedup, False, "not timed (--runs 0)")
     candidate = comparison.latency.latencies[-1]
-    verdict = candidate.verdict(SESSION_MARGIN, bar=min_speedup)
-    reading = {"faster": "above", "slower": "below", "tie": "not measurably below"}[verdict]
-    detail = f"{candidate.describe()}: {reading} {min_speedup:g}x"
-    return Limit("min-speedup", candidate.speedup, min_speedup, verdict != "slower", detail)
+    detail = f"{candidate.describe()}: {reading(candidate, min_speedup)}"
+    return Limit("min-speedup", candidate.speedup, min_speedup, candidate.reaches(min_speedup),
+                 detail)  # fmt: skip
+
+
+def reading(candidate: Latency, bar: float) -> str:
+    """'above 2x', 'below 2x' or 'not measurably below 2x', by the speed-up's interval."""
+    where = {"faster": "above", "slower": "below"}.get(candidate.verdict(SESSION_MARGIN, bar))
+    return f"{where or 'not measurably below'} {bar:g}x"
 
 
 def evaluate_limits(
