@@ -184,3 +184,23 @@ def test_the_cli_table_and_json_give_the_interval_and_the_verdict(cli, tmp_path,
         1.485,
         1.515,
     ]
+    assert json.loads(report.read_text())["fidelity_of"] == "int8"
+    assert "| 'output' vs FP32 " in result.stdout
+
+
+def test_when_fp32_is_written_the_fidelity_is_labelled_the_int8_candidates(
+    cli, tmp_path, digits, monkeypatch
+):
+    """The gate refused INT8, so the SQNR and accuracy shown are of a model not written."""
+    monkeypatch.setattr(latency, "bench", fake_bench({"static": 0.8}))
+    report = tmp_path / "q.json"
+    result = cli("quantize", digits / "model.onnx", "-o", tmp_path / "q.onnx", "--data",
+                 digits / "calib.npz", "--samples", "16", "--bench-runs", "10",
+                 f"--json={report}")  # fmt: skip
+    assert result.code == 3, result.stderr
+    record = json.loads(report.read_text())
+    assert (record["result"], record["fidelity_of"]) == (
+        "fp32 (int8 not faster)", "int8 candidate (not written)"
+    )  # fmt: skip
+    assert "| INT8 candidate 'output' vs FP32 " in result.stdout
+    assert "| 'output' vs FP32 " not in result.stdout

@@ -1,6 +1,7 @@
 """INT8 side by side with the peers, interleaved in one run: FP32, onnxruntime's QDQ best
-practice, NNCF's ONNX PTQ and AMD Quark's ONNX quantizer (each when installed),
-onnxslim-kd; fidelity per model.
+practice (and on a CPU without VNNI also with the 7-bit weights its docs advise there),
+NNCF's ONNX PTQ and AMD Quark's ONNX quantizer (each when installed), onnxslim-kd;
+fidelity per model.
 
 Run in the benchmark environment (onnxslim-kd, nncf, amd-quark, which pins onnx 1.22 and
 brings torch) after `peer_models.py` has exported the detector and the torchvision
@@ -45,6 +46,7 @@ from onnxslim_kd.graph.validate import run
 from onnxslim_kd.quantize import QuantizeOptions, quantize_model
 from onnxslim_kd.quantize.calibration import DatasetReader
 from onnxslim_kd.quantize.speed_gate import describe_timing
+from onnxslim_kd.quantize.target import detect_target
 from onnxslim_kd.report.environment import environment
 from onnxslim_kd.report.fidelity import accuracy, ctc_decode, output_fidelity, top1_agreement
 from onnxslim_kd.report.table import markdown_table
@@ -147,9 +149,10 @@ def case(name: str, samples: int, cache: Path, test_samples: int) -> Case:
     return Case(path, calib, test, metric)
 
 
-def ort_qdq(path: Path, calib: Dataset, out: Path) -> None:
+def ort_qdq(path: Path, calib: Dataset, out: Path, reduce_range: bool = False) -> None:
     """onnxruntime's documented CPU best practice: pre-process, QDQ, U8 activations, S8
-    per-channel weights, MinMax."""
+    per-channel weights, MinMax; with `reduce_range`, 7-bit weights, as its docs advise
+    where the CPU has no VNNI (the u8s8 multiply-add saturates)."""
     prepared = out.with_name("prepared.onnx")
     with contextlib.chdir(out.parent):  # it leaves temporary files in the working directory
         quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
@@ -157,6 +160,7 @@ def ort_qdq(path: Path, calib: Dataset, out: Path) -> None:
         str(prepared), str(out), DatasetReader(calib, 0, len(calib), 1),
         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+        reduce_range=reduce_range,
     )  # fmt: skip
 
 
@@ -254,8 +258,11 @@ def against_best_peer(record: dict, outputs: dict[str, np.ndarray], reference: n
 def measure(name: str, args: argparse.Namespace) -> dict:
     c = case(name, args.samples, args.cache, args.test_samples)
     fp32 = load(c.path)
-    tools = {"ort_qdq": ort_qdq, "ours": ours(), "ours_nearest": ours(rounding="nearest"),
-             "ours_auto": ours(method="auto")}  # fmt: skip
+    tools: dict[str, Callable] = {"ort_qdq": ort_qdq}
+    if detect_target() == "x86-avx2":
+        tools["ort_qdq_rr"] = functools.partial(ort_qdq, reduce_range=True)
+    tools |= {"ours": ours(), "ours_nearest": ours(rounding="nearest"),
+              "ours_auto": ours(method="auto")}  # fmt: skip
     tools |= {label: tool for label, (module, tool) in PEERS.items() if peer_available(module)}
     record: dict = {"model": name, "samples": len(c.calib), "tools": {}}
     models = [("fp32", fp32)]
@@ -287,7 +294,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     return record
 
 
-LABELS = {"fp32": "FP32", "ort_qdq": "ORT QDQ U8S8 per-channel", "nncf": "NNCF (defaults)",
+LABELS = {"fp32": "FP32", "ort_qdq": "ORT QDQ U8S8 per-channel",
+          "ort_qdq_rr": "ORT QDQ U8S8 per-channel reduce_range", "nncf": "NNCF (defaults)",
           "quark": "Quark U8S8_AAWS", "ours": "onnxslim-kd (defaults)",
           "ours_nearest": "onnxslim-kd --rounding nearest",
           "ours_auto": "onnxslim-kd --method auto"}  # fmt: skip

@@ -133,14 +133,16 @@ def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:
         timing = f"{fp32['p50_ms']:.3f} ms FP32 -> {int8['p50_ms']:.3f} ms INT8"
         speed = f"{describe_timing(summary.latency)}: {summary.latency['verdict']}"
         rows.append(("latency p50", f"{timing} ({speed})"))
+    written = summary.fidelity_of == "int8"
+    int8 = "INT8" if written else "INT8 candidate (not written)"
     if "accuracy_int8" in fidelity:
-        change = f"{fidelity['accuracy_fp32']:.2%} FP32 -> {fidelity['accuracy_int8']:.2%} INT8"
+        change = f"{fidelity['accuracy_fp32']:.2%} FP32 -> {fidelity['accuracy_int8']:.2%} {int8}"
         rows.append(("accuracy", f"{change} ({fidelity['samples']} samples)"))
     for name, fid in fidelity["outputs"].items():
         text = f"SQNR {fid['sqnr_db']:.1f} dB"
         if fid["top1_agreement"] is not None:
             text += f", top-1 agreement {fid['top1_agreement']:.2%}"
-        rows.append((f"'{name}' vs FP32", text))
+        rows.append((f"'{name}' vs FP32" if written else f"INT8 candidate '{name}' vs FP32", text))
     if summary.budget is not None:
         state = "met" if summary.budget["ok"] else "NOT MET"
         layers = len(summary.fallback_layers)

@@ -121,6 +121,9 @@ class QuantizeSummary:
     budget: dict | None = None
     latency: dict | None = None
     fidelity: dict = field(default_factory=dict)
+    #: whose fidelity `fidelity` is: the INT8 model written, or the candidate the speed gate
+    #: refused when the FP32 model was written instead
+    fidelity_of: str = "int8"
     result: str = "int8"
     evaluated_on: str = ""
     budget_source: str = ""  # "--max-drop" or "default floor"
@@ -466,6 +469,7 @@ def _latency_gate(
     if verdict.verdict == "faster" or options.force_int8:
         return quantized, summary
     summary.result = "fp32 (int8 not faster)"
+    summary.fidelity_of = "int8 candidate (not written)"
     return clone(model), summary
 
 
