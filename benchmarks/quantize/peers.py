@@ -223,8 +223,10 @@ def paired_difference(
     """Ours minus the peer on the metric's first (headline) value, and its 95% percentile
     interval over test sets resampled with replacement, the same samples for both."""
 
+    labels = Dataset({}, test.labels, test.source)  # what metrics read: no inputs to copy
+
     def difference(index: np.ndarray) -> float:
-        sub, ref = test.take(index), reference[index]
+        sub, ref = labels.take(index), reference[index]
         return headline(metric, ref, ours_out[index], sub) - headline(
             metric, ref, peer_out[index], sub
         )
