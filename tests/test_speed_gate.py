@@ -167,40 +167,41 @@ def test_force_int8_keeps_int8_that_is_not_faster_and_says_so(digits_model, cali
     assert any(node.op_type == "QuantizeLinear" for node in quantized.graph.node)
 
 
-def test_the_cli_table_and_json_give_the_interval_and_the_verdict(cli, tmp_path, digits,
-                                                                 monkeypatch):  # fmt: skip
-    monkeypatch.setattr(latency, "bench", fake_bench({"static": 1.5}))
+def _quantize_digits(cli, tmp_path, digits, monkeypatch, speedup: float):
+    """`onnxslim-kd quantize` on digits with INT8 timed at `speedup`: the result, the JSON."""
+    monkeypatch.setattr(latency, "bench", fake_bench({"static": speedup}))
     report = tmp_path / "q.json"
     result = cli("quantize", digits / "model.onnx", "-o", tmp_path / "q.onnx", "--data",
                  digits / "calib.npz", "--samples", "16", "--bench-runs", "10",
                  f"--json={report}")  # fmt: skip
+    return result, json.loads(report.read_text())
+
+
+def test_the_cli_table_and_json_give_the_interval_and_the_verdict(cli, tmp_path, digits,
+                                                                 monkeypatch):  # fmt: skip
+    result, record = _quantize_digits(cli, tmp_path, digits, monkeypatch, 1.5)
     assert result.code == 0, result.stderr
     assert (
         "(1.50x, per-round speed-up 1.49-1.51x at 95% over 10 interleaved rounds: faster)"
         in result.stdout
     )
-    timing = json.loads(report.read_text())["latency"]
+    timing = record["latency"]
     assert timing["verdict"] == "faster" and timing["models"][1]["speedup_interval"] == [
         1.485,
         1.515,
     ]
-    assert json.loads(report.read_text())["fidelity_of"] == "int8"
-    assert "| 'output' vs FP32 " in result.stdout
+    assert record["fidelity_of"] == "int8"
+    assert "| 'logits' vs FP32 " in result.stdout
 
 
 def test_when_fp32_is_written_the_fidelity_is_labelled_the_int8_candidates(
     cli, tmp_path, digits, monkeypatch
 ):
     """The gate refused INT8, so the SQNR and accuracy shown are of a model not written."""
-    monkeypatch.setattr(latency, "bench", fake_bench({"static": 0.8}))
-    report = tmp_path / "q.json"
-    result = cli("quantize", digits / "model.onnx", "-o", tmp_path / "q.onnx", "--data",
-                 digits / "calib.npz", "--samples", "16", "--bench-runs", "10",
-                 f"--json={report}")  # fmt: skip
+    result, record = _quantize_digits(cli, tmp_path, digits, monkeypatch, 0.8)
     assert result.code == 3, result.stderr
-    record = json.loads(report.read_text())
     assert (record["result"], record["fidelity_of"]) == (
         "fp32 (int8 not faster)", "int8 candidate (not written)"
     )  # fmt: skip
-    assert "| INT8 candidate 'output' vs FP32 " in result.stdout
-    assert "| 'output' vs FP32 " not in result.stdout
+    assert "| INT8 candidate 'logits' vs FP32 " in result.stdout
+    assert "| 'logits' vs FP32 " not in result.stdout
