@@ -121,9 +121,6 @@ class QuantizeSummary:
     budget: dict | None = None
     latency: dict | None = None
     fidelity: dict = field(default_factory=dict)
-    #: whose fidelity `fidelity` is: the INT8 model written, or the candidate the speed gate
-    #: refused when the FP32 model was written instead
-    fidelity_of: str = "int8"
     result: str = "int8"
     evaluated_on: str = ""
     budget_source: str = ""  # "--max-drop" or "default floor"
@@ -141,8 +138,14 @@ class QuantizeSummary:
     def budget_met(self) -> bool | None:
         return None if self.budget is None else self.budget["ok"]
 
+    @property
+    def fidelity_of(self) -> str:
+        """Whose fidelity `fidelity` is: the INT8 model written, or the candidate the speed
+        gate refused when it wrote the FP32 model instead."""
+        return "int8" if self.result == "int8" else "int8 candidate (not written)"
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "budget_met": self.budget_met}
+        return {**asdict(self), "budget_met": self.budget_met, "fidelity_of": self.fidelity_of}
 
 
 def quantize_model(
@@ -469,7 +472,6 @@ def _latency_gate(
     if verdict.verdict == "faster" or options.force_int8:
         return quantized, summary
     summary.result = "fp32 (int8 not faster)"
-    summary.fidelity_of = "int8 candidate (not written)"
     return clone(model), summary
 
 
