@@ -79,6 +79,11 @@ class Latency:
         of compress's target, so a pair at the bar gets the same answer every run."""
         return self.verdict(SESSION_MARGIN, bar) != "slower"
 
+    def reading(self, bar: float) -> str:
+        """'above 2x', 'below 2x' or 'not measurably below 2x', by the same rule."""
+        where = {"faster": "above", "slower": "below"}.get(self.verdict(SESSION_MARGIN, bar))
+        return f"{where or 'not measurably below'} {bar:g}x"
+
     def describe(self) -> str:
         """'1.02x, per-round speed-up 0.98-1.05x at 95% over 240 interleaved rounds'."""
         return speedup_text(self.speedup, self.interval, len(self.times_ms))

@@ -34,7 +34,7 @@ from onnxslim_kd.pipeline.checkpoint import Checkpoints
 from onnxslim_kd.pipeline.runner import VERIFY_SAMPLES, CompressResult, compress
 from onnxslim_kd.progress import muted, progress, report
 from onnxslim_kd.report.comparison import bench_feeds
-from onnxslim_kd.report.gate import accuracy_drop, reading, within_budget
+from onnxslim_kd.report.gate import accuracy_drop, within_budget
 
 #: MACs fractions kept by channel pruning, gentle to strong; 1.0 (no pruning, so no
 #: distillation either: decompose where faster and quantize) is the safe first trial.
@@ -262,7 +262,7 @@ def search(
         tried.append(candidate)
         verdict = "within budget" if ok else "misses the budget"
         report("search", f"trial {len(tried)} {structure.label}: {timed.describe()} "
-               f"({reading(timed, target_speedup)}), drop {drop:.2%}, {verdict}",
+               f"({timed.reading(target_speedup)}), drop {drop:.2%}, {verdict}",
                trial=len(tried), structure=structure.label, speedup=timed.speedup,
                speedup_interval=timed.interval, drop=drop, within_budget=ok)  # fmt: skip
         return candidate

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from onnxslim_kd.bench.latency import Latency
-from onnxslim_kd.defaults import SESSION_MARGIN
 from onnxslim_kd.report.comparison import Comparison
 
 
@@ -67,15 +65,9 @@ def speedup_limit(comparison: Comparison, min_speedup: float) -> Limit:
     if comparison.latency is None:
         return Limit("min-speedup", None, min_speedup, False, "not timed (--runs 0)")
     candidate = comparison.latency.latencies[-1]
-    detail = f"{candidate.describe()}: {reading(candidate, min_speedup)}"
+    detail = f"{candidate.describe()}: {candidate.reading(min_speedup)}"
     return Limit("min-speedup", candidate.speedup, min_speedup, candidate.reaches(min_speedup),
                  detail)  # fmt: skip
-
-
-def reading(candidate: Latency, bar: float) -> str:
-    """'above 2x', 'below 2x' or 'not measurably below 2x', by the speed-up's interval."""
-    where = {"faster": "above", "slower": "below"}.get(candidate.verdict(SESSION_MARGIN, bar))
-    return f"{where or 'not measurably below'} {bar:g}x"
 
 
 def evaluate_limits(
