@@ -203,7 +203,7 @@ def test_prepare_folds_batchnorm_and_upgrades_old_opsets(tmp_path):
 
 
 def test_int8_measured_slower_is_not_returned_unless_forced(digits_model, calib, monkeypatch):
-    monkeypatch.setattr(latency, "bench", fake_bench({"static": 0.5}))
+    monkeypatch.setattr(latency, "bench", fake_bench({}, others=0.5))  # every INT8 variant
     model, summary = quantize_model(digits_model, calib, QuantizeOptions(samples=16, bench_runs=3))
     assert summary.result == "fp32 (int8 not faster)" and summary.latency["verdict"] == "slower"
     assert any(
@@ -218,7 +218,7 @@ def test_int8_measured_slower_is_not_returned_unless_forced(digits_model, calib,
 
 def test_the_cli_exits_3_when_it_writes_fp32_because_int8_is_slower(cli, tmp_path, digits,
                                                                    monkeypatch):  # fmt: skip
-    monkeypatch.setattr(latency, "bench", fake_bench({"static": 0.5}))
+    monkeypatch.setattr(latency, "bench", fake_bench({}, others=0.5))  # every INT8 variant
     out = tmp_path / "q.onnx"
     line = ["quantize", digits / "model.onnx", "-o", out, "--data", digits / "calib.npz",
             "--samples", "16", "--bench-runs", "3"]  # fmt: skip

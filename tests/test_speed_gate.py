@@ -158,7 +158,7 @@ def test_quantize_keeps_int8_only_when_measurably_faster(digits_model, calib, mo
 )
 def test_force_int8_keeps_int8_that_is_not_faster_and_says_so(digits_model, calib, monkeypatch,
                                                              speedup, how):  # fmt: skip
-    monkeypatch.setattr(latency, "bench", fake_bench({"static": speedup}, jitter=0.05))
+    monkeypatch.setattr(latency, "bench", fake_bench({}, jitter=0.05, others=speedup))
     options = QuantizeOptions(samples=16, bench_runs=10, force_int8=True)
     quantized, summary = quantize_model(digits_model, calib, options)
     assert summary.result == "int8"
@@ -169,7 +169,7 @@ def test_force_int8_keeps_int8_that_is_not_faster_and_says_so(digits_model, cali
 
 def _quantize_digits(cli, tmp_path, digits, monkeypatch, speedup: float):
     """`onnxslim-kd quantize` on digits with INT8 timed at `speedup`: the result, the JSON."""
-    monkeypatch.setattr(latency, "bench", fake_bench({"static": speedup}))
+    monkeypatch.setattr(latency, "bench", fake_bench({}, others=speedup))
     report = tmp_path / "q.json"
     result = cli("quantize", digits / "model.onnx", "-o", tmp_path / "q.onnx", "--data",
                  digits / "calib.npz", "--samples", "16", "--bench-runs", "10",

@@ -21,6 +21,7 @@ from onnxslim_kd.quantize.method_choice import describe_choice
 from onnxslim_kd.quantize.rounding import describe_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing
 from onnxslim_kd.quantize.speed_gate import describe_timing
+from onnxslim_kd.quantize.stem import STEM_REASON
 from onnxslim_kd.report.table import markdown_table
 
 
@@ -111,11 +112,14 @@ def _correction(summary: QuantizeSummary) -> str:
 
 
 def _kept(summary: QuantizeSummary) -> str:
-    """How many nodes stay in FP32, and each place a join was kept in float (and why)."""
+    """How many nodes stay in FP32, the stem when it was timed faster there, and each place
+    a join was kept in float (and why)."""
     text = f"{len(summary.excluded)} nodes"
+    stem = [name for name, why in summary.excluded.items() if why == STEM_REASON]
+    faster = [f"stem {' + '.join(stem)} (faster in FP32)"] if stem else []
     joins = [f"{name}: {why}" for name, why in summary.joins_kept_float.items()
              if not why.startswith("after ")]  # fmt: skip
-    return "; ".join([text, *joins])
+    return "; ".join([text, *faster, *joins])
 
 
 def _results(summary: QuantizeSummary) -> list[tuple[str, str]]:

@@ -41,6 +41,7 @@ from onnxslim_kd.quantize.prepare import prepare
 from onnxslim_kd.quantize.rounding import apply_rounding, describe_rounding, learned_rounding
 from onnxslim_kd.quantize.smooth import describe_smoothing, smooth
 from onnxslim_kd.quantize.speed_gate import gate_warning, time_schemes
+from onnxslim_kd.quantize.stem import STEM_REASON, stem_region
 from onnxslim_kd.quantize.target import DataTypes, choose_data_types, detect_target
 from onnxslim_kd.report.budget import Builder, hold_budget
 from onnxslim_kd.report.fidelity import accuracy
@@ -48,6 +49,9 @@ from onnxslim_kd.report.outputs import output_roles
 
 #: Calibration samples used to rank layer sensitivity: enough to rank, cheap per layer.
 SENSITIVITY_SAMPLES = 64
+
+#: The static scheme with its stem kept in FP32 (quantize.stem), timed beside the others.
+STEM_SCHEME = "static+stem-fp32"
 
 
 @dataclass
@@ -231,9 +235,37 @@ def quantize_model(
                 options, summary,
             )  # fmt: skip
             built[scheme] = (_verified(model, quantized, evaluation, summary), summary)
+        stem = stem_region(prepared) if options.bench_runs and "static" in built else []
+        if stem and not set(stem) & set(built["static"][1].excluded):
+            built[STEM_SCHEME] = _stem_in_float(
+                model, prepared, builders["static"][0], built["static"][1], stem, evaluation,
+                options, base.warnings,
+            )  # fmt: skip
     if options.bench_runs:
         return _latency_gate(model, built, evaluation, options)
     return _untimed_choice(built)
+
+
+def _stem_in_float(
+    model: onnx.ModelProto, prepared: onnx.ModelProto, static: Builder,
+    static_summary: QuantizeSummary, stem: list[str], evaluation: Dataset,
+    options: QuantizeOptions, warnings: list[str],
+) -> tuple[onnx.ModelProto, QuantizeSummary]:  # fmt: skip
+    """The static model with its stem (quantize.stem) in FP32 as well, for the speed gate
+    to time beside it: the same layers kept for the budget, which is scored again but not
+    searched (the stem in FP32 only removes error)."""
+    summary = replace(
+        static_summary, excluded={**static_summary.excluded, **dict.fromkeys(stem, STEM_REASON)},
+        warnings=list(warnings), coverage={}, fidelity={},
+    )  # fmt: skip
+    changed = static(exclude=[*static_summary.fallback_layers, *stem])
+    held = hold_budget(
+        prepared, changed, static, [], evaluation, evaluation, options.budget, options.min_sqnr
+    )
+    summary.budget = held.score
+    if not summary.budget["ok"]:
+        summary.warnings.append(_missed_budget(held.trail))
+    return _verified(model, held.model, evaluation, summary), summary
 
 
 def _resolution(options: QuantizeOptions, samples: int) -> list[str]:
@@ -460,12 +492,9 @@ def _latency_gate(
     quantized, summary = built[verdict.chosen]
     summary.latency = {**verdict.timing, "verdict": verdict.verdict}
     summary.schemes = _scheme_records(built, verdict.speedups)
-    if len(built) > 1:
-        summary.warnings.append(
-            f"{verdict.chosen} INT8 chosen: "
-            + ", ".join(f"{n} {s:.2f}x" for n, s in verdict.speedups.items())
-            + " vs FP32 (interleaved medians)"
-        )
+    if len(built) > 1:  # a choice, not a warning: the JSON has it in `schemes`
+        speedups = ", ".join(f"{n} {s:.2f}x" for n, s in verdict.speedups.items())
+        report("quantize", f"{verdict.chosen} chosen: {speedups} vs FP32 (interleaved medians)")
     warning = gate_warning(verdict, options.force_int8)
     if warning:
         summary.warnings.append(warning)

@@ -1,0 +1,74 @@
+"""The stem: a first Conv on an image input of few channels, with its activation, which
+the speed gate also times in FP32 because integer kernels are often slower there.
+
+A 3x3 RGB stem reduces over 27 values per output, so an integer kernel saves little
+arithmetic while it still pays for the wide activation it quantizes and re-lays out:
+on an AVX512-VNNI host the detector's stem ran 0.33 ms as QLinearConv against 0.14 ms as
+a float Conv, and keeping the stems of the detectors, mobilenet_v2/v3 and efficientnet_b0
+in FP32 made the whole model 4-7% faster, while resnet18's 7x7 stem (147 values) was 2%
+faster in INT8 (benchmarks/quantize/stem.py). So this names a candidate, never a rule:
+`quantize` keeps it in FP32 only when that model is measured faster.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxslim_kd.graph.catalog import CATALOG
+from onnxslim_kd.graph.walk import consumers
+
+#: Input channels up to which a Conv on a graph input is a stem (gray, RGB, RGBA).
+STEM_MAX_CHANNELS = 4
+
+#: Why the stem is in `excluded` (the JSON) when the variant that keeps it in FP32 is chosen.
+STEM_REASON = "speed: the stem on a few-channel image input, timed in FP32 and in INT8"
+
+#: Elementwise ops of one input that carry the stem's output on (ReLU, ReLU6, HardSwish...).
+_UNARY = frozenset(op for op, info in CATALOG.items() if info.prune == "Unary")
+
+
+def stem_region(model: onnx.ModelProto) -> list[str]:
+    """Names of the stem Conv and the activation after it (a unary chain, or SiLU as
+    x * Sigmoid(x)); empty when no Conv reads a graph input of <= STEM_MAX_CHANNELS."""
+    conv = _stem_conv(model.graph)
+    if conv is None:
+        return []
+    readers = consumers(model.graph)
+    region, tensor = [conv.name], conv.output[0]
+    while True:
+        after = readers.get(tensor, [])
+        if len(after) == 1 and after[0].op_type in _UNARY:
+            region.append(after[0].name)
+            tensor = after[0].output[0]
+        elif silu := _silu(readers, tensor):
+            region += [node.name for node in silu]
+            tensor = silu[1].output[0]
+        else:
+            return region
+
+
+def _stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+    weights = {init.name for init in graph.initializer}
+    few = {
+        value.name
+        for value in graph.input
+        if value.name not in weights and _channels(value) in range(1, STEM_MAX_CHANNELS + 1)
+    }
+    return next((n for n in graph.node if n.op_type == "Conv" and n.input[0] in few), None)
+
+
+def _channels(value: onnx.ValueInfoProto) -> int | None:
+    dims = value.type.tensor_type.shape.dim
+    return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
+
+
+def _silu(
+    readers: dict[str, list[onnx.NodeProto]], tensor: str
+) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """(Sigmoid, Mul) when `tensor` is read only by x -> Sigmoid and x * Sigmoid(x)."""
+    by_type = {node.op_type: node for node in readers.get(tensor, [])}
+    sigmoid, mul = by_type.get("Sigmoid"), by_type.get("Mul")
+    if len(readers.get(tensor, [])) != 2 or sigmoid is None or mul is None:
+        return None
+    pair = sorted(mul.input) == sorted([tensor, sigmoid.output[0]])
+    return (sigmoid, mul) if pair and readers[sigmoid.output[0]] == [mul] else None
