@@ -5,9 +5,9 @@ A 3x3 RGB stem reduces over 27 values per output, so an integer kernel saves lit
 arithmetic while it still pays for the wide activation it quantizes and re-lays out:
 on an AVX512-VNNI host the detector's stem ran 0.33 ms as QLinearConv against 0.14 ms as
 a float Conv, and keeping the stems of the detectors, mobilenet_v2/v3 and efficientnet_b0
-in FP32 made the whole model 4-7% faster, while resnet18's 7x7 stem (147 values) was 2%
-faster in INT8 (benchmarks/quantize/stem.py). So this names a candidate, never a rule:
-`quantize` keeps it in FP32 only when that model is measured faster.
+in FP32 made the whole model 4-12% faster, while resnet18's 7x7 stem (147 values) made it
+31% slower and textline's 44% (benchmarks/quantize/stem.py). So this names a candidate,
+never a rule: `quantize` keeps it in FP32 only when that model is measured faster.
 """
 
 from __future__ import annotations
