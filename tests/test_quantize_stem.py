@@ -53,6 +53,30 @@ def test_no_stem_on_a_wide_input_and_a_shared_tensor_ends_it():
     assert stem_region(_net(3, shared, "y")) == ["stem"]
 
 
+def test_the_stem_is_found_through_the_inputs_normalization_and_beside_a_shape():
+    """`(x - mean) / std` before the Conv, and a Shape of the input (dynamic sizes), as
+    exporters write them."""
+    mean = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, np.float32), "mean")
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["size"], name="size"),
+        helper.make_node("Sub", ["x", "mean"], ["centred"], name="sub"),
+        helper.make_node("Div", ["centred", "mean"], ["scaled"], name="div"),
+        helper.make_node("Conv", ["scaled", "w"], ["c"], name="stem"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("size", TensorProto.INT64, None)], [mean, weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert stem_region(model) == ["sub", "div", "stem", "relu"]
+    # a normalization by a tensor that is not constant is not one: no stem
+    model.graph.node[2].input[1] = "x"
+    assert stem_region(model) == []
+
+
 @pytest.fixture(scope="module")
 def digits_int8(digits):
     model = load(digits / "model.onnx")

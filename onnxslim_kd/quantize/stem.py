@@ -23,18 +23,24 @@ STEM_MAX_CHANNELS = 4
 #: Why the stem is in `excluded` (the JSON) when the variant that keeps it in FP32 is chosen.
 STEM_REASON = "speed: the stem on a few-channel image input, timed in FP32 and in INT8"
 
+#: Elementwise ops by a constant that exporters put between the image and the stem.
+_NORMALIZATION = frozenset({"Sub", "Div", "Mul", "Add"})
+
 #: Elementwise ops of one input that carry the stem's output on (ReLU, ReLU6, HardSwish...).
 _UNARY = frozenset(op for op, info in CATALOG.items() if info.prune == "Unary")
 
 
 def stem_region(model: onnx.ModelProto) -> list[str]:
-    """Names of the stem Conv and the activation after it (a unary chain, or SiLU as
-    x * Sigmoid(x)); empty when no Conv reads a graph input of <= STEM_MAX_CHANNELS."""
-    conv = _stem_conv(model.graph)
-    if conv is None:
-        return []
+    """Names of the stem: an input's normalization (Sub/Div/Mul/Add by constants, as
+    exporters write `(x - mean) / std` or `x / 255`), the Conv after it, and the activation
+    after that (a unary chain, or SiLU as x * Sigmoid(x)); empty when no Conv reads a
+    graph input of <= STEM_MAX_CHANNELS."""
     readers = consumers(model.graph)
-    region, tensor = [conv.name], conv.output[0]
+    found = _stem_conv(model.graph, readers)
+    if found is None:
+        return []
+    conv, normalization = found
+    region, tensor = [*normalization, conv.name], conv.output[0]
     while True:
         after = readers.get(tensor, [])
         if len(after) == 1 and after[0].op_type in _UNARY:
@@ -47,14 +53,27 @@ def stem_region(model: onnx.ModelProto) -> list[str]:
             return region
 
 
-def _stem_conv(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+def _stem_conv(
+    graph: onnx.GraphProto, readers: dict[str, list[onnx.NodeProto]]
+) -> tuple[onnx.NodeProto, list[str]] | None:
+    """The first Conv on a few-channel graph input, through its normalization, and the
+    names of the normalization's nodes."""
     weights = {init.name for init in graph.initializer}
-    few = {
-        value.name
-        for value in graph.input
-        if value.name not in weights and _channels(value) in range(1, STEM_MAX_CHANNELS + 1)
-    }
-    return next((n for n in graph.node if n.op_type == "Conv" and n.input[0] in few), None)
+    for value in graph.input:
+        if value.name in weights or _channels(value) not in range(1, STEM_MAX_CHANNELS + 1):
+            continue
+        tensor, normalization = value.name, []
+        while True:  # readers such as a Shape (of a dynamic-size input) are passed over
+            after = readers.get(tensor, [])
+            conv = next((n for n in after if n.op_type == "Conv" and n.input[0] == tensor), None)
+            if conv is not None:
+                return conv, normalization
+            steps = [n for n in after if n.op_type in _NORMALIZATION
+                     and {i for i in n.input if i != tensor} <= weights]  # fmt: skip
+            if len(steps) != 1:
+                break
+            tensor, normalization = steps[0].output[0], [*normalization, steps[0].name]
+    return None
 
 
 def _channels(value: onnx.ValueInfoProto) -> int | None:
