@@ -15,6 +15,7 @@ from __future__ import annotations
 import onnx
 
 from onnxslim_kd.graph.catalog import CATALOG
+from onnxslim_kd.graph.io import model_inputs
 from onnxslim_kd.graph.walk import consumers
 
 #: Input channels up to which a Conv on a graph input is a stem (gray, RGB, RGBA).
@@ -36,7 +37,7 @@ def stem_region(model: onnx.ModelProto) -> list[str]:
     after that (a unary chain, or SiLU as x * Sigmoid(x)); empty when no Conv reads a
     graph input of <= STEM_MAX_CHANNELS."""
     readers = consumers(model.graph)
-    found = _stem_conv(model.graph, readers)
+    found = _stem_conv(model, readers)
     if found is None:
         return []
     conv, normalization = found
@@ -54,15 +55,16 @@ def stem_region(model: onnx.ModelProto) -> list[str]:
 
 
 def _stem_conv(
-    graph: onnx.GraphProto, readers: dict[str, list[onnx.NodeProto]]
+    model: onnx.ModelProto, readers: dict[str, list[onnx.NodeProto]]
 ) -> tuple[onnx.NodeProto, list[str]] | None:
     """The first Conv on a few-channel graph input, through its normalization, and the
     names of the normalization's nodes."""
-    weights = {init.name for init in graph.initializer}
-    for value in graph.input:
-        if value.name in weights or _channels(value) not in range(1, STEM_MAX_CHANNELS + 1):
+    weights = {init.name for init in model.graph.initializer}
+    for spec in model_inputs(model):
+        channels = spec.dims[1] if len(spec.dims) == 4 else None
+        if not isinstance(channels, int) or not 1 <= channels <= STEM_MAX_CHANNELS:
             continue
-        tensor, normalization = value.name, []
+        tensor, normalization = spec.name, []
         while True:  # readers such as a Shape (of a dynamic-size input) are passed over
             after = readers.get(tensor, [])
             conv = next((n for n in after if n.op_type == "Conv" and n.input[0] == tensor), None)
@@ -76,18 +78,14 @@ def _stem_conv(
     return None
 
 
-def _channels(value: onnx.ValueInfoProto) -> int | None:
-    dims = value.type.tensor_type.shape.dim
-    return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
-
-
 def _silu(
     readers: dict[str, list[onnx.NodeProto]], tensor: str
 ) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
     """(Sigmoid, Mul) when `tensor` is read only by x -> Sigmoid and x * Sigmoid(x)."""
-    by_type = {node.op_type: node for node in readers.get(tensor, [])}
+    after = readers.get(tensor, [])
+    by_type = {node.op_type: node for node in after}
     sigmoid, mul = by_type.get("Sigmoid"), by_type.get("Mul")
-    if len(readers.get(tensor, [])) != 2 or sigmoid is None or mul is None:
+    if len(after) != 2 or sigmoid is None or mul is None:
         return None
     pair = sorted(mul.input) == sorted([tensor, sigmoid.output[0]])
     return (sigmoid, mul) if pair and readers[sigmoid.output[0]] == [mul] else None
